@@ -1,0 +1,122 @@
+"""Project feature vectors to 2-D (or 3-D): L2-normalise, PCA to 50 dims, then UMAP.
+
+The k nearest neighbours are computed by scikit-learn (compiled BLAS) and handed to UMAP as
+``precomputed_knn``, so umap-learn never compiles or runs its NN-descent search.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class UMAPConfig:
+    """Parameters of the projection; everything that changes the result is in here."""
+
+    n_components: int = 2
+    n_neighbors: int = 15
+    min_dist: float = 0.1
+    metric: str = "cosine"
+    pca_dims: int = 50
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Projection:
+    coords: np.ndarray  # float32 [N, n_components]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def project(features: np.ndarray, config: UMAPConfig) -> Projection:
+    """Fit the projection of ``features`` [N, D]; small inputs fall back gracefully."""
+    start = time.perf_counter()
+    x = np.asarray(features, dtype=np.float32)
+    n, k = len(x), config.n_components
+    info: dict[str, Any] = {"n": n, **config.to_dict()}
+    if n == 0:
+        raise ValueError("nothing to project")
+    x = _l2_normalise(x)
+    if n <= 3:
+        coords = _pca(x, min(k, n), config.seed) if n > 1 else np.zeros((1, 0), np.float32)
+        coords = _pad(coords, k)
+        info["method"] = f"PCA only ({n} image{'s' if n > 1 else ''}: too few for UMAP)"
+    else:
+        if x.shape[1] > config.pca_dims and n > config.pca_dims:
+            x = _pca(x, config.pca_dims, config.seed)
+            info["pca"] = f"{features.shape[1]} -> {config.pca_dims}"
+        neighbors = max(2, min(config.n_neighbors, n - 1))
+        info["n_neighbors_used"] = neighbors
+        coords = _umap(x, neighbors, config)
+        info["method"] = "PCA + UMAP" if "pca" in info else "UMAP"
+        if neighbors != config.n_neighbors:
+            info["note"] = f"n_neighbors clipped to {neighbors} for {n} images"
+    info["seconds"] = round(time.perf_counter() - start, 3)
+    return Projection(coords.astype(np.float32), info)
+
+
+def knn(x: np.ndarray, k: int, metric: str = "cosine") -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest neighbours (self included first), as UMAP expects them."""
+    from sklearn.neighbors import NearestNeighbors
+
+    nn = NearestNeighbors(n_neighbors=k, metric=metric, algorithm="brute")
+    nn.fit(x)
+    dists, idx = nn.kneighbors(x)
+    return idx.astype(np.int32), np.maximum(dists, 0).astype(np.float32)
+
+
+def _umap(x: np.ndarray, neighbors: int, config: UMAPConfig) -> np.ndarray:
+    import umap
+
+    idx, dists = knn(x, neighbors, config.metric)
+    n = len(x)
+    reducer = umap.UMAP(
+        n_components=config.n_components,
+        n_neighbors=neighbors,
+        min_dist=config.min_dist,
+        metric=config.metric,
+        random_state=config.seed,
+        precomputed_knn=(idx, dists, None),
+        # Spectral init needs a few more points than dimensions; random works for any size.
+        init="spectral" if n > 2 * (config.n_components + 2) else "random",
+        n_jobs=1,
+    )
+    with warnings.catch_warnings():
+        # Expected: no NNDescent search index (we never call transform) and the
+        # single-thread note that comes with a fixed random_state.
+        warnings.filterwarnings("ignore", message=".*knn_search_index.*")
+        warnings.filterwarnings("ignore", message=".*n_jobs.*")
+        warnings.filterwarnings("ignore", message=".*random_state.*")
+        try:
+            return np.asarray(reducer.fit_transform(x), dtype=np.float32)
+        except Exception as exc:  # noqa: BLE001 - degenerate inputs: fall back to PCA
+            log.warning("UMAP failed on %d points (%s); using PCA instead", n, exc)
+            return _pad(_pca(x, min(config.n_components, n), config.seed), config.n_components)
+
+
+def _pca(x: np.ndarray, dims: int, seed: int) -> np.ndarray:
+    from sklearn.decomposition import PCA
+
+    dims = max(1, min(dims, x.shape[0], x.shape[1]))
+    return PCA(n_components=dims, random_state=seed).fit_transform(x).astype(np.float32)
+
+
+def _pad(coords: np.ndarray, k: int) -> np.ndarray:
+    if coords.shape[1] >= k:
+        return coords[:, :k]
+    return np.hstack([coords, np.zeros((len(coords), k - coords.shape[1]), np.float32)])
+
+
+def _l2_normalise(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
