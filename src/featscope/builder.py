@@ -20,6 +20,8 @@ from .cache import FeatureStore, HashIndex
 from .datasets import Dataset, discover
 from .errors import FeatscopeError
 from .extract import ExtractSettings, extract
+from .faults import fault_point
+from .images import os_error_reason
 from .models import ModelBundle, ModelSpec, load_model
 from .projection import UMAPConfig, project
 from .store import FORMAT_NAME, FORMAT_VERSION, RUN_JSON, Run, data_dir_name, load
@@ -108,8 +110,7 @@ def build(
         try:
             digests.append(hashes.hash(rec.path))
         except OSError as exc:
-            reason = "permission denied" if isinstance(exc, PermissionError) else (
-                exc.strerror or str(exc))
+            reason = os_error_reason(exc)
             skipped.append({"path": str(rec.path), "reason": reason})
             digests.append(None)
     hashes.save()
@@ -159,6 +160,7 @@ def build(
     probs = np.lib.format.open_memmap(data_dir / "probs.npy", "w+", np.float32, (n, n_classes))
     sizes = np.zeros((n, 2), np.int32)
     store.gather(kept_digests, features, probs, sizes)
+    fault_point("gather")
     features.flush()
     probs.flush()
 
@@ -174,6 +176,7 @@ def build(
     else:
         log.info("projection: %d points, PCA to %d then UMAP (n_neighbors=%d, min_dist=%g, "
                  "%s, seed %d)...", n, config.pca_dims, neighbors, min_dist, config.metric, seed)
+        fault_point("projection")
         proj = project(features, config)
         coords, proj_info = proj.coords, proj.info
         write_atomic(proj_file, lambda tmp: save_npy(tmp, coords))
@@ -189,6 +192,7 @@ def build(
     # 5. The table.
     table = _make_table(ds, keep, kept_digests, probs, sizes, xy, bundle)
     table.to_parquet(data_dir / "table.parquet", index=False)
+    fault_point("write")
 
     # 6. Metadata last: the atomic swap of run.json makes the new build visible at once.
     timings["total"] = time.perf_counter() - t0

@@ -63,9 +63,7 @@ METHODS: dict[str, str] = {
 # Hundreds of forward passes on the full path; with a head, AblationCAM only re-runs the head
 # (see estimate_seconds for the actual cost).
 SLOW_METHODS: frozenset[str] = frozenset({"scorecam", "ablationcam"})
-GRADIENT_METHODS: frozenset[str] = frozenset(
-    {"gradcam", "gradcam++", "xgradcam", "hirescam", "layercam"}
-)
+GRADIENT_METHODS: frozenset[str] = frozenset({"gradcam", "gradcam++", "xgradcam", "hirescam", "layercam"})
 # ScoreCAM multiplies the *input image* by upsampled activation masks and re-runs the model;
 # on the head wrapper it would mask the activation instead (a different method), so it always
 # takes the full path. AblationCAM replaces the CAM layer's output and re-runs what follows it,
@@ -271,6 +269,7 @@ class CamEngine:
         self._cache: OrderedDict[Hashable, _Trunk] = OrderedDict()
         self._cache_lock = threading.Lock()
         self._lock = model_lock(bundle.model)
+        self._cam_layer = bundle.cam_layer  # resolved once: named_modules() per click adds up
         crop = bundle.preprocess.crop
         self._input_wh = (crop, crop)
 
@@ -351,7 +350,7 @@ class CamEngine:
                 acts.append(out)
 
         with self._lock:
-            handle = self.bundle.cam_layer.register_forward_hook(keep)
+            handle = self._cam_layer.register_forward_hook(keep)
             try:
                 with torch.no_grad():  # not inference_mode: A must be usable by autograd later
                     logits = self.bundle.model(x)
@@ -382,8 +381,7 @@ class CamEngine:
         model: nn.Module = wrapper
         if method in SLOW_METHODS:
             model = _Progress(wrapper, progress, cancel)
-        cam = _make_cam(method, _head_class(_CLASSES[method]), model, wrapper.cam_input,
-                        self.batch_size)
+        cam = _make_cam(method, _head_class(_CLASSES[method]), model, wrapper.cam_input, self.batch_size)
         cam.target_size = self._input_wh
         # A fresh leaf per call, so gradients never accumulate on the cached activation.
         a = activation.detach()
@@ -413,7 +411,7 @@ class CamEngine:
             model: nn.Module = _Progress(net, progress, cancel)
             guard = nullcontext()
         else:
-            model, layer, guard = self.bundle.model, self.bundle.cam_layer, self._lock
+            model, layer, guard = self.bundle.model, self._cam_layer, self._lock
         with guard:
             cam = _make_cam(method, _CLASSES[method], model, layer, self.batch_size)
             heat = _run_cam(cam, method, x, targets)
@@ -448,12 +446,8 @@ def _to_original(pre: Preprocess, heat: np.ndarray, width: int, height: int) -> 
     canvas[y0:y1, x0:x1] = heat[y0 - top : y1 - top, x0 - left : x1 - left]
     seen = ~np.isnan(canvas)
     filled = np.where(seen, canvas, 0.0).astype(np.float32)
-    out = np.array(
-        Image.fromarray(filled, mode="F").resize((width, height), Image.BILINEAR), np.float32
-    )
-    mask = np.asarray(
-        Image.fromarray(seen.astype(np.uint8) * 255).resize((width, height), Image.NEAREST)
-    )
+    out = np.array(Image.fromarray(filled, mode="F").resize((width, height), Image.BILINEAR), np.float32)
+    mask = np.asarray(Image.fromarray(seen.astype(np.uint8) * 255).resize((width, height), Image.NEAREST))
     out[mask == 0] = np.nan
     return out
 
@@ -537,9 +531,7 @@ def colorize(heatmap_original: np.ndarray) -> Image.Image:
     seen = np.isfinite(h)
     v = np.clip(np.where(seen, h, 0.0), 0.0, 1.0)
     # The classic jet ramp: blue -> cyan -> yellow -> red.
-    rgb = np.stack(
-        [np.clip(1.5 - np.abs(4.0 * v - c), 0.0, 1.0) for c in (3.0, 2.0, 1.0)], axis=-1
-    )
+    rgb = np.stack([np.clip(1.5 - np.abs(4.0 * v - c), 0.0, 1.0) for c in (3.0, 2.0, 1.0)], axis=-1)
     rgba = np.zeros(h.shape + (4,), dtype=np.uint8)
     rgba[..., :3] = np.where(seen[..., None], np.round(rgb * 255.0), 0).astype(np.uint8)
     rgba[..., 3] = np.where(seen, 255, 0).astype(np.uint8)

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .cache import FeatureStore
 from .errors import ImageLoadError
+from .faults import fault_point
 from .images import open_image
 from .models import ModelBundle
 from .preprocessing import Preprocess
@@ -187,6 +188,7 @@ def extract(
                 buf_s.extend(sizes)
                 report.extracted += len(idx)
             bar.update(len(idx) + len(failed))
+            fault_point(f"extract:{report.extracted}")
             if len(buf_h) >= settings.chunk_size or time.monotonic() - last_flush > FLUSH_SECONDS:
                 flush()
     except KeyboardInterrupt:

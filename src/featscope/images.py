@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import os
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +48,7 @@ def open_image(
     try:
         size = path.stat().st_size
     except OSError as exc:
-        raise ImageLoadError(_os_reason(exc)) from exc
+        raise ImageLoadError(os_error_reason(exc)) from exc
     if size == 0:
         raise ImageLoadError("empty file (0 bytes)")
     if path.suffix.lower() in DICOM_EXTS:
@@ -60,7 +59,7 @@ def open_image(
     except UnidentifiedImageError as exc:
         raise ImageLoadError("not an image (unrecognised file format)") from exc
     except OSError as exc:
-        raise ImageLoadError(_os_reason(exc)) from exc
+        raise ImageLoadError(os_error_reason(exc)) from exc
     try:
         w, h = img.size
         if w * h > limit:
@@ -154,7 +153,8 @@ def _read_dicom(path: Path) -> Image.Image:
     return Image.fromarray(out, "L").convert("RGB")
 
 
-def _os_reason(exc: OSError) -> str:
+def os_error_reason(exc: OSError) -> str:
+    """A short, user-facing reason for a failed file access."""
     if isinstance(exc, FileNotFoundError):
         return "file not found"
     if isinstance(exc, PermissionError):
@@ -169,13 +169,3 @@ def _os_reason(exc: OSError) -> str:
 def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return text[:160]
-
-
-def file_ok_for_reading(path: Path) -> str | None:
-    """Reason a file cannot be opened, or None if it can (cheap pre-check for the hasher)."""
-    try:
-        if not os.access(path, os.R_OK):
-            return "permission denied"
-    except OSError as exc:
-        return _os_reason(exc)
-    return None
