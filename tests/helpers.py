@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-PHOTOS = ("chelsea", "coffee", "rocket", "astronaut", "motorcycle_left")
+PHOTOS = ("chelsea", "coffee", "rocket", "astronaut", "camera")
 
 
 def photo(name: str) -> Image.Image:
@@ -65,3 +65,28 @@ def save_head_checkpoint(run, path: Path, class_names: list[str], seed: int = 0)
     state["_fc.bias"] = torch.tensor(b, dtype=torch.float32)
     torch.save({"state_dict": state, "class_names": list(class_names)}, path)
     return path
+
+
+def tiny_classifier(num_classes: int = 3, size: int = 64):
+    """A small conv net with the torchvision layout (features, avgpool, fc): thousands of
+    images/s on a CPU, for tests and benchmarks where the model's quality does not matter."""
+    import torch
+    from torch import nn
+
+    class Tiny(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.features = nn.Sequential(
+                nn.Conv2d(3, 16, 4, stride=4), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU()
+            )
+            self.avgpool = nn.AdaptiveAvgPool2d(1)
+            self.fc = nn.Linear(32, num_classes)
+
+        def forward(self, x):
+            return self.fc(torch.flatten(self.avgpool(self.features(x)), 1))
+
+    torch.manual_seed(0)
+    model = Tiny()
+    model.featscope_preprocess = {"resize": size, "crop": size}
+    model.class_names = ["cat", "coffee", "rocket"][:num_classes]
+    return model

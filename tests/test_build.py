@@ -159,10 +159,10 @@ def test_fine_tuned_checkpoint_two_classes(tmp_path, imagenet_run):
 
 
 def test_cache_reuse_and_incremental_add(tmp_path):
-    data = make_class_dataset(tmp_path / "d", n=6)
+    data = make_class_dataset(tmp_path / "d", n=14)
     out = tmp_path / "run"
     first = build(data, out)
-    assert first.meta["counts"]["extracted_now"] == 18
+    assert first.meta["counts"]["extracted_now"] == 42
     again = build(data, out)
     assert again.meta["counts"]["extracted_now"] == 0
     assert again.meta["projection"]["method"] == "reused from cache"
@@ -174,14 +174,28 @@ def test_cache_reuse_and_incremental_add(tmp_path):
         shutil.copy(p, data / "cat" / f"new_{p.name}")
     added = build(data, out)
     assert added.meta["counts"]["extracted_now"] == 2
-    assert len(added) == 20
+    assert len(added) == 44
+    # The existing map keeps its layout; the new cats land among the cats.
+    assert added.meta["projection"]["method"].startswith("incremental: 2 new images")
+    old = first.table.set_index("relpath")[["x", "y"]]
+    now = added.table.set_index("relpath")[["x", "y"]]
+    np.testing.assert_allclose(now.loc[old.index].to_numpy(), old.to_numpy(), atol=1e-6)
+    t = added.table
+    xy = t[["x", "y"]].to_numpy()
+    for i in t.index[t["relpath"].str.contains("new_")]:
+        d = ((xy - xy[i]) ** 2).sum(1)
+        d[t["relpath"].str.contains("new_").to_numpy()] = np.inf
+        assert t["label"].iloc[int(d.argmin())] == "cat"
+    fresh = build(data, out, reproject=True)
+    assert fresh.meta["projection"]["method"].endswith("UMAP")
+    assert fresh.meta["counts"]["extracted_now"] == 0
     # Changing only projection parameters recomputes the projection, not the features.
     reproj = build(data, out, neighbors=5)
     assert reproj.meta["counts"]["extracted_now"] == 0
-    assert reproj.meta["projection"]["method"] != "reused from cache"
+    assert reproj.meta["projection"]["method"].endswith("UMAP")
     # A different model recomputes.
     other = build(data, out, model="resnet50", weights="none")
-    assert other.meta["counts"]["extracted_now"] == 20
+    assert other.meta["counts"]["extracted_now"] == 44
 
 
 def test_resume_after_kill(tmp_path):
@@ -296,3 +310,33 @@ def test_load_reports_incomplete_runs(tmp_path):
     (tmp_path / "half").mkdir()
     with pytest.raises(IncompleteRunError, match="no complete run"):
         featscope.load(tmp_path / "half")
+
+
+def test_python_factory_model(tmp_path, class_dataset, monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    run = build(class_dataset, tmp_path / "run", model="python:helpers:tiny_classifier")
+    assert run.features.shape == (30, 32)  # input of the tiny net's fc layer
+    assert run.class_names == ["cat", "coffee", "rocket"]
+    assert run.meta["preprocess"]["crop"] == 64
+    assert run.meta["model"]["cam_layer"] == "features"
+    assert run.meta["model"]["fast_cam_head"] is True
+
+
+def test_torchscript_model_with_feature_output(tmp_path, class_dataset):
+    from helpers import tiny_classifier
+
+    class WithFeatures(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = tiny_classifier()
+
+        def forward(self, x):
+            f = torch.flatten(self.net.avgpool(self.net.features(x)), 1)
+            return self.net.fc(f), f
+
+    path = tmp_path / "model.ts"
+    torch.jit.script(WithFeatures().eval()).save(str(path))
+    run = build(class_dataset, tmp_path / "run", model=str(path))
+    assert run.features.shape == (30, 32)  # the second output, not the 3 logits
+    assert run.probs.shape == (30, 3)
+    np.testing.assert_allclose(run.probs.sum(1), 1, atol=1e-5)

@@ -23,12 +23,14 @@ from .extract import ExtractSettings, extract
 from .faults import fault_point
 from .images import os_error_reason
 from .models import ModelBundle, ModelSpec, load_model
-from .projection import UMAPConfig, project
+from .projection import UMAPConfig, place_new_points, project
 from .store import FORMAT_NAME, FORMAT_VERSION, RUN_JSON, Run, data_dir_name, load
 from .store import remove_stale_data_dirs as _remove_stale
 
 log = logging.getLogger(__name__)
 TOP_K = 5
+# Up to this share of new images is placed into the existing map instead of re-fitting it.
+INCREMENTAL_MAX_NEW = 0.05
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -63,6 +65,7 @@ def build(
     dims: int = 2,
     chunk_size: int = 2048,
     max_pixels: int | None = None,
+    reproject: bool = False,
     progress: bool = True,
 ) -> Run:
     """Build (or update) the run at ``out`` from the images at ``data``; returns the ``Run``.
@@ -70,6 +73,8 @@ def build(
     ``data`` is a folder of class sub-folders, a flat folder of images, or a CSV/Parquet
     manifest with a ``path`` column (optional ``label``, ``split`` and any other columns).
     Unchanged images are never extracted twice; a killed build resumes where it stopped.
+    A few new images (up to 5%) are placed into the existing map so that it keeps its
+    layout; ``reproject=True`` fits a fresh map.
     """
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
@@ -166,22 +171,9 @@ def build(
 
     # 4. Projection, cached by (features identity, parameters).
     config = UMAPConfig(n_components=dims, n_neighbors=neighbors, min_dist=min_dist, seed=seed)
-    proj_key = _projection_key(bundle.fingerprint, kept_digests, config)
-    proj_file = cache_dir / "projections" / f"{proj_key}.npy"
     t = time.perf_counter()
-    if proj_file.exists():
-        coords = np.load(proj_file)
-        proj_info = {"method": "reused from cache", **config.to_dict()}
-        log.info("projection: unchanged features and parameters, reused")
-    else:
-        log.info("projection: %d points, PCA to %d then UMAP (n_neighbors=%d, min_dist=%g, "
-                 "%s, seed %d)...", n, config.pca_dims, neighbors, min_dist, config.metric, seed)
-        fault_point("projection")
-        proj = project(features, config)
-        coords, proj_info = proj.coords, proj.info
-        write_atomic(proj_file, lambda tmp: save_npy(tmp, coords))
-        log.info("projection: %s in %.1f s%s", proj_info["method"], proj_info["seconds"],
-                 f" ({proj_info['note']})" if "note" in proj_info else "")
+    coords, proj_info = _project_cached(cache_dir / "projections", bundle.fingerprint,
+                                        kept_digests, features, config, reproject)
     timings["project"] = time.perf_counter() - t
     if dims == 3:
         np.save(data_dir / "proj3d.npy", coords.astype(np.float32))
@@ -226,12 +218,56 @@ def build(
     return load(out)
 
 
-def _projection_key(model_fp: str, digests: list[str], config: UMAPConfig) -> str:
-    h = hashlib.sha256(model_fp.encode())
-    h.update(repr(sorted(config.to_dict().items())).encode())
-    for d in digests:
-        h.update(d.encode())
+def _key(*parts: object) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(repr(part).encode())
     return h.hexdigest()[:20]
+
+
+def _project_cached(
+    folder: Path, model_fp: str, digests: list[str], features: np.ndarray, config: UMAPConfig,
+    reproject: bool,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Reuse the projection of identical features; place a few new images into the previous
+    map (keeping its layout); otherwise fit a fresh projection."""
+    cfg_key = _key(model_fp, sorted(config.to_dict().items()))
+    exact = folder / f"{_key(cfg_key, digests)}.npy"
+    latest = folder / f"latest-{cfg_key}.npz"
+    if exact.exists() and not reproject:
+        log.info("projection: unchanged features and parameters, reused")
+        return np.load(exact), {"method": "reused from cache", **config.to_dict()}
+    if latest.exists() and not reproject:
+        prev = np.load(latest)
+        pos = {d: i for i, d in enumerate(prev["digests"].tolist())}
+        old_rows = [i for i, d in enumerate(digests) if d in pos]
+        n_new = len(digests) - len(old_rows)
+        if 0 < n_new <= INCREMENTAL_MAX_NEW * len(digests) and len(old_rows) > config.n_neighbors:
+            coords = np.zeros((len(digests), config.n_components), np.float32)
+            coords[old_rows] = prev["coords"][[pos[digests[i]] for i in old_rows]]
+            new_rows = sorted(set(range(len(digests))) - set(old_rows))
+            coords[new_rows] = place_new_points(features[old_rows], coords[old_rows],
+                                                features[new_rows], config.n_neighbors)
+            log.info("projection: placed %d new images among their nearest neighbours in the "
+                     "existing map (pass --reproject for a fresh layout)", n_new)
+            info = {"method": f"incremental: {n_new} new images placed by their "
+                    f"{config.n_neighbors} nearest neighbours", **config.to_dict()}
+            return coords, info
+    log.info("projection: %d points, PCA to %d then UMAP (n_neighbors=%d, min_dist=%g, %s, "
+             "seed %d)...", len(digests), config.pca_dims, config.n_neighbors, config.min_dist,
+             config.metric, config.seed)
+    fault_point("projection")
+    proj = project(features, config)
+    log.info("projection: %s in %.1f s%s", proj.info["method"], proj.info["seconds"],
+             f" ({proj.info['note']})" if "note" in proj.info else "")
+    write_atomic(exact, lambda tmp: save_npy(tmp, proj.coords))
+
+    def _write_latest(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, digests=np.asarray(digests, dtype="U32"), coords=proj.coords)
+
+    write_atomic(latest, _write_latest)
+    return proj.coords, proj.info
 
 
 def _make_table(ds: Dataset, keep: list[int], digests: list[str], probs: np.ndarray,

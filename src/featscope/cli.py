@@ -39,6 +39,8 @@ def _build_parser() -> argparse.ArgumentParser:
     b.add_argument("--min-dist", type=float, default=0.1, help="UMAP min_dist")
     b.add_argument("--dims", type=int, default=2, choices=[2, 3],
                    help="3 also stores a 3-D projection")
+    b.add_argument("--reproject", action="store_true",
+                   help="fit a fresh map even when only a few images were added")
     b.add_argument("--chunk-size", type=int, default=2048, help="images per stored chunk")
     b.add_argument("--max-pixels", type=int, default=None,
                    help="skip images larger than this many pixels (default: Pillow's guard)")
@@ -114,6 +116,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
         dims=args.dims,
         chunk_size=args.chunk_size,
         max_pixels=args.max_pixels,
+        reproject=args.reproject,
         progress=True,
     )
     print(f"run written to {Path(run.path)} ({len(run)} images); "

@@ -95,6 +95,9 @@ class FeatureHook:
 
     def __init__(self, bundle: ModelBundle):
         self.value: torch.Tensor | None = None
+        self._handle = None
+        if isinstance(bundle.model, torch.jit.ScriptModule):
+            return  # no hooks on TorchScript: forward_batch takes features from the outputs
         if bundle.feature_layer_name:
             module = bundle.module(bundle.feature_layer_name)
             self._handle = module.register_forward_hook(self._on_output)
@@ -111,14 +114,17 @@ class FeatureHook:
             out = out.mean(dim=(2, 3))
         self.value = out
 
-    def pop(self) -> torch.Tensor:
+    def pop(self) -> torch.Tensor | None:
         value, self.value = self.value, None
         if value is None:
+            if self._handle is None:
+                return None
             raise RuntimeError("feature layer did not run during the forward pass")
         return value.flatten(1)
 
     def remove(self) -> None:
-        self._handle.remove()
+        if self._handle is not None:
+            self._handle.remove()
 
 
 def forward_batch(bundle: ModelBundle, hook: FeatureHook, x: torch.Tensor,
@@ -132,8 +138,12 @@ def forward_batch(bundle: ModelBundle, hook: FeatureHook, x: torch.Tensor,
         else contextlib.nullcontext()
     )
     with torch.inference_mode(), autocast:
-        logits = bundle.model(x)
+        out = bundle.model(x)
         feats = hook.pop()
+    # TorchScript models may return (logits, features); else their logits are the features.
+    logits = out[0] if isinstance(out, (tuple, list)) else out
+    if feats is None:
+        feats = out[1] if isinstance(out, (tuple, list)) and len(out) > 1 else logits
     probs = torch.softmax(logits.float(), dim=1)
     return feats.float().cpu().numpy(), probs.cpu().numpy()
 

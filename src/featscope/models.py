@@ -116,12 +116,15 @@ def load_model(
     elif name == "resnet50" or name.startswith("torchvision:"):
         arch = "resnet50" if name == "resnet50" else name.split(":", 1)[1]
         model, preprocess, default_names, wfp = _torchvision(arch, spec, ckpt)
+    elif name.startswith("python:"):
+        model, preprocess, default_names, wfp = _python_factory(name.split(":", 1)[1], spec)
     elif Path(name).suffix in (".pt", ".pth", ".ts", ".torchscript") and Path(name).is_file():
         model, preprocess, default_names, wfp = _torchscript(Path(name), ckpt)
     else:
         raise FeatscopeError(
             f"unknown model {name!r}; use one of {', '.join(BUILTIN_MODELS)}, "
-            "torchvision:NAME (e.g. torchvision:resnet18) or a TorchScript file"
+            "torchvision:NAME (e.g. torchvision:resnet18), python:module:function, "
+            "or a TorchScript file"
         )
 
     classifier_name = _final_linear_name(model)
@@ -140,10 +143,14 @@ def load_model(
     if dev.type in ("cpu", "cuda"):
         model.to(memory_format=torch.channels_last)
 
+    scripted = isinstance(model, torch.jit.ScriptModule)
     if spec.feature_layer:
         resolve_module(model, spec.feature_layer)  # validates the name
-    cam_name = spec.cam_layer or _default_cam_layer(model, name, preprocess.crop, dev)
-    resolve_module(model, cam_name)
+    if scripted:  # TorchScript takes no hooks: features come from the model's outputs
+        cam_name = ""
+    else:
+        cam_name = spec.cam_layer or _default_cam_layer(model, name, preprocess.crop, dev)
+        resolve_module(model, cam_name)
     bundle = ModelBundle(
         model=model,
         spec=spec,
@@ -180,9 +187,10 @@ def file_fingerprint(path: Path) -> str:
 
 
 def imagenet_class_names() -> list[str]:
-    from torchvision.models import ResNet50_Weights
-
-    return list(ResNet50_Weights.IMAGENET1K_V2.meta["categories"])
+    """The 1000 ImageNet class names (torchvision's list, shipped as a file: importing
+    torchvision just for them costs over a second of start-up)."""
+    text = (Path(__file__).parent / "data" / "imagenet_classes.txt").read_text(encoding="utf-8")
+    return [line for line in text.splitlines() if line]
 
 
 # --------------------------------------------------------------------------------------
@@ -260,6 +268,29 @@ def _torchvision(arch: str, spec: ModelSpec, ckpt: Any):
             "--model efficientnet-lite0 (weights ship with featscope) or --weights FILE"
         ) from exc
     return model, preprocess, names, f"torchvision:{default}"
+
+
+def _python_factory(target: str, spec: ModelSpec):
+    """``python:package.module:function``: any classifier built by the user's own code.
+
+    The function returns an ``nn.Module``; an optional ``featscope_preprocess`` attribute
+    (a dict of Preprocess fields) and ``class_names`` list on it are used when present.
+    """
+    import importlib
+
+    mod_name, _, fn_name = target.partition(":")
+    try:
+        factory = getattr(importlib.import_module(mod_name), fn_name or "model")
+    except (ImportError, AttributeError) as exc:
+        raise FeatscopeError(f"cannot import model factory {target!r} ({exc})") from exc
+    model = factory()
+    if not isinstance(model, nn.Module):
+        raise FeatscopeError(f"{target!r} returned {type(model).__name__}, not a torch nn.Module")
+    pre = getattr(model, "featscope_preprocess", None)
+    preprocess = Preprocess.from_dict({**Preprocess().to_dict(), **pre}) if pre else Preprocess()
+    names = list(getattr(model, "class_names", []) or [])
+    wfp = _weights_fp(spec) if spec.weights else "python:" + target
+    return model, preprocess, names, wfp
 
 
 def _torchscript(path: Path, ckpt: Any):

@@ -65,6 +65,22 @@ def project(features: np.ndarray, config: UMAPConfig) -> Projection:
     return Projection(coords.astype(np.float32), info)
 
 
+def place_new_points(
+    old_features: np.ndarray, old_coords: np.ndarray, new_features: np.ndarray, k: int
+) -> np.ndarray:
+    """Coordinates for new points: the similarity-weighted mean of the map positions of their
+    ``k`` nearest old points (cosine), as UMAP's own ``transform`` initialises them."""
+    from sklearn.neighbors import NearestNeighbors
+
+    k = max(1, min(k, len(old_features)))
+    nn = NearestNeighbors(n_neighbors=k, metric="cosine", algorithm="brute")
+    nn.fit(_l2_normalise(np.asarray(old_features, np.float32)))
+    dists, idx = nn.kneighbors(_l2_normalise(np.asarray(new_features, np.float32)))
+    weights = np.exp(-(dists - dists[:, :1]) / np.maximum(dists.std(axis=1, keepdims=True), 1e-6))
+    weights /= weights.sum(axis=1, keepdims=True)
+    return np.einsum("nk,nkd->nd", weights, old_coords[idx]).astype(np.float32)
+
+
 def knn(x: np.ndarray, k: int, metric: str = "cosine") -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest neighbours (self included first), as UMAP expects them."""
     from sklearn.neighbors import NearestNeighbors
@@ -75,8 +91,37 @@ def knn(x: np.ndarray, k: int, metric: str = "cosine") -> tuple[np.ndarray, np.n
     return idx.astype(np.int32), np.maximum(dists, 0).astype(np.float32)
 
 
+def _enable_numba_disk_cache() -> None:
+    """umap-learn compiles several numba functions without ``cache=True`` on every process
+    start (seconds each); turning the disk cache on for them makes later builds skip that."""
+    global _CACHE_ENABLED
+    if _CACHE_ENABLED:
+        return
+    _CACHE_ENABLED = True
+    try:
+        import umap.layouts
+        import umap.spectral
+        import umap.umap_
+        import umap.utils
+        from numba.core.registry import CPUDispatcher
+    except ImportError:  # pragma: no cover
+        return
+    for mod in (umap.umap_, umap.layouts, umap.spectral, umap.utils):
+        for obj in list(vars(mod).values()):
+            if isinstance(obj, CPUDispatcher) and type(obj._cache).__name__ == "NullCache":
+                try:
+                    obj.enable_caching()
+                except Exception:  # noqa: BLE001 - e.g. read-only install: compile as usual
+                    log.debug("numba cache unavailable for %s", obj)
+
+
+_CACHE_ENABLED = False
+
+
 def _umap(x: np.ndarray, neighbors: int, config: UMAPConfig) -> np.ndarray:
     import umap
+
+    _enable_numba_disk_cache()
 
     idx, dists = knn(x, neighbors, config.metric)
     n = len(x)
