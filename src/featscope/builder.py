@@ -23,7 +23,9 @@ from .extract import ExtractSettings, extract
 from .faults import fault_point
 from .images import os_error_reason
 from .models import ModelBundle, ModelSpec, load_model
+from .neighbors import DEFAULT_K, NeighborTable, exact_knn
 from .projection import UMAPConfig, place_new_points, project
+from .scores import add_scores
 from .store import FORMAT_NAME, FORMAT_VERSION, RUN_JSON, Run, data_dir_name, load
 from .store import remove_stale_data_dirs as _remove_stale
 
@@ -181,12 +183,19 @@ def build(
     else:
         xy = coords
 
-    # 5. The table.
-    table = _make_table(ds, keep, kept_digests, probs, sizes, xy, bundle)
+    # 5. Feature-space neighbours (for the app's neighbour panel and the suspect scores).
+    t = time.perf_counter()
+    nbrs = _neighbors_cached(cache_dir / "neighbors", bundle.fingerprint, kept_digests, features)
+    save_npy(data_dir / "neighbors.npy", nbrs.index)
+    save_npy(data_dir / "neighbor_sims.npy", nbrs.similarity)
+    timings["neighbors"] = time.perf_counter() - t
+
+    # 6. The table, with the suspect scores.
+    table = add_scores(_make_table(ds, keep, kept_digests, probs, sizes, xy, bundle), nbrs)
     table.to_parquet(data_dir / "table.parquet", index=False)
     fault_point("write")
 
-    # 6. Metadata last: the atomic swap of run.json makes the new build visible at once.
+    # 7. Metadata last: the atomic swap of run.json makes the new build visible at once.
     timings["total"] = time.perf_counter() - t0
     meta: dict[str, Any] = {
         "format": FORMAT_NAME,
@@ -223,6 +232,24 @@ def _key(*parts: object) -> str:
     for part in parts:
         h.update(repr(part).encode())
     return h.hexdigest()[:20]
+
+
+def _neighbors_cached(folder: Path, model_fp: str, digests: list[str],
+                      features: np.ndarray) -> NeighborTable:
+    path = folder / f"{_key(model_fp, DEFAULT_K, digests)}.npz"
+    if path.exists():
+        with np.load(path) as z:
+            return NeighborTable(z["index"], z["similarity"])
+    log.info("neighbours: %d nearest of each of %d images (cosine, full features)",
+             DEFAULT_K, len(digests))
+    table = exact_knn(features, DEFAULT_K)
+
+    def _write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, index=table.index, similarity=table.similarity)
+
+    write_atomic(path, _write)
+    return table
 
 
 def _project_cached(

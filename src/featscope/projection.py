@@ -75,10 +75,19 @@ def place_new_points(
     k = max(1, min(k, len(old_features)))
     nn = NearestNeighbors(n_neighbors=k, metric="cosine", algorithm="brute")
     nn.fit(_l2_normalise(np.asarray(old_features, np.float32)))
-    dists, idx = nn.kneighbors(_l2_normalise(np.asarray(new_features, np.float32)))
+    with _bounded_memory():
+        dists, idx = nn.kneighbors(_l2_normalise(np.asarray(new_features, np.float32)))
     weights = np.exp(-(dists - dists[:, :1]) / np.maximum(dists.std(axis=1, keepdims=True), 1e-6))
     weights /= weights.sum(axis=1, keepdims=True)
     return np.einsum("nk,nkd->nd", weights, old_coords[idx]).astype(np.float32)
+
+
+def _bounded_memory():
+    """Brute-force kNN works through the distance matrix in blocks of at most 128 MB
+    (scikit-learn's default allows 1 GB), so memory stays flat for large runs."""
+    import sklearn
+
+    return sklearn.config_context(working_memory=128)
 
 
 def knn(x: np.ndarray, k: int, metric: str = "cosine") -> tuple[np.ndarray, np.ndarray]:
@@ -87,7 +96,8 @@ def knn(x: np.ndarray, k: int, metric: str = "cosine") -> tuple[np.ndarray, np.n
 
     nn = NearestNeighbors(n_neighbors=k, metric=metric, algorithm="brute")
     nn.fit(x)
-    dists, idx = nn.kneighbors(x)
+    with _bounded_memory():
+        dists, idx = nn.kneighbors(x)
     return idx.astype(np.int32), np.maximum(dists, 0).astype(np.float32)
 
 

@@ -8,6 +8,8 @@ Layout (format version 1)::
         table.parquet          # one row per image (see docs/run-format.md)
         features.npy           # float32 [N, D], memory-mappable, row i = id i
         probs.npy              # float32 [N, C], softmax probabilities, row i = id i
+        neighbors.npy          # int32 [N, k], ids of the k nearest images (cosine, features)
+        neighbor_sims.npy      # float32 [N, k], their cosine similarities
         proj3d.npy             # float32 [N, 3], only with --dims 3
       cache/<model_key>/       # content-addressed extraction chunks (resume + incremental)
       thumbs/                  # thumbnails, made once by the app, keyed by image hash
@@ -44,7 +46,33 @@ class Run:
     features: np.ndarray
     probs: np.ndarray
     proj3d: np.ndarray | None = None
+    neighbor_index: np.ndarray | None = None
+    neighbor_sims: np.ndarray | None = None
     _extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def neighbors(self, image_id: int, k: int = 10) -> pd.DataFrame:
+        """The ``k`` nearest images to ``image_id`` in feature space (cosine), nearest first."""
+        from .neighbors import NeighborTable
+
+        if self.neighbor_index is None:
+            raise FeatscopeError(f"{self.path}: this run has no neighbour table; rebuild it")
+        pairs = NeighborTable(self.neighbor_index, self.neighbor_sims).of(int(image_id), k)
+        ids = [i for i, _ in pairs]
+        out = self.table.iloc[ids][["id", "name", "label", "pred", "confidence", "path"]].copy()
+        out.insert(1, "similarity", [s for _, s in pairs])
+        return out.reset_index(drop=True)
+
+    def suspects(self, by: str = "score_neighbor_disagreement") -> pd.DataFrame:
+        """Images ranked by a suspect score (see featscope.scores.SCORE_COLUMNS)."""
+        from .scores import suspects
+
+        return suspects(self.table, by)
+
+    def confusion(self) -> pd.DataFrame:
+        """Confusion matrix (true label x predicted label) of the labelled images."""
+        from .scores import confusion
+
+        return confusion(self.table, self.class_names)
 
     @property
     def class_names(self) -> list[str]:
@@ -117,11 +145,15 @@ def load(path: str | Path, mmap: bool = True) -> Run:
         probs = np.load(data / "probs.npy", mmap_mode=mode)
         p3 = data / "proj3d.npy"
         proj3d = np.load(p3) if p3.exists() else None
+        nb = data / "neighbors.npy"
+        nb_index = np.load(nb, mmap_mode=mode) if nb.exists() else None
+        nb_sims = np.load(data / "neighbor_sims.npy", mmap_mode=mode) if nb.exists() else None
     except (OSError, ValueError) as exc:
         raise IncompleteRunError(f"{data}: run data is damaged or missing ({exc})") from exc
     if len(features) != len(table) or len(probs) != len(table):
         raise IncompleteRunError(f"{data}: table and arrays disagree in length")
-    return Run(path=path, meta=meta, table=table, features=features, probs=probs, proj3d=proj3d)
+    return Run(path=path, meta=meta, table=table, features=features, probs=probs, proj3d=proj3d,
+               neighbor_index=nb_index, neighbor_sims=nb_sims)
 
 
 def remove_stale_data_dirs(run_dir: Path, keep: str) -> None:

@@ -1,0 +1,60 @@
+"""Exact cosine nearest neighbours in the full feature space, computed once per build.
+
+A table of the k nearest neighbours of every image is stored in the run, so a click in the app
+is a row lookup rather than a scan of all features. Computing it is one blocked matrix product
+(N x N x D multiply-adds, a few percent of the extraction time even at 100,000 images).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+DEFAULT_K = 30
+
+
+@dataclass
+class NeighborTable:
+    index: np.ndarray  # int32 [N, k]: ids of the nearest other images, nearest first
+    similarity: np.ndarray  # float32 [N, k]: their cosine similarities
+
+    def of(self, image_id: int, k: int | None = None) -> list[tuple[int, float]]:
+        k = self.index.shape[1] if k is None else min(k, self.index.shape[1])
+        return [(int(i), float(s)) for i, s in zip(self.index[image_id, :k],
+                                                   self.similarity[image_id, :k], strict=True)]
+
+
+def exact_knn(features: np.ndarray, k: int = DEFAULT_K, block: int = 1024) -> NeighborTable:
+    """The ``k`` most cosine-similar other rows of every row of ``features`` [N, D]."""
+    n = len(features)
+    k = max(0, min(k, n - 1))
+    idx = np.zeros((n, k), np.int32)
+    sims = np.zeros((n, k), np.float32)
+    if k == 0:
+        return NeighborTable(idx, sims)
+    x = normalise(features)
+    for start in range(0, n, block):
+        stop = min(start + block, n)
+        s = x[start:stop] @ x.T  # [b, N]
+        s[np.arange(stop - start), np.arange(start, stop)] = -np.inf  # not its own neighbour
+        part = np.argpartition(-s, k - 1, axis=1)[:, :k]
+        top = np.take_along_axis(s, part, axis=1)
+        order = np.argsort(-top, axis=1)
+        idx[start:stop] = np.take_along_axis(part, order, axis=1)
+        sims[start:stop] = np.take_along_axis(top, order, axis=1)
+    return NeighborTable(idx, sims)
+
+
+def query(features: np.ndarray, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
+    """Nearest rows to one vector (brute force; for ad-hoc queries, not per-click use)."""
+    x = normalise(features)
+    v = vector / max(float(np.linalg.norm(vector)), 1e-12)
+    s = x @ v.astype(np.float32)
+    top = np.argsort(-s)[:k]
+    return [(int(i), float(s[i])) for i in top]
+
+
+def normalise(features: np.ndarray) -> np.ndarray:
+    x = np.asarray(features, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
