@@ -48,7 +48,6 @@ from torch import nn
 
 from .errors import FeatscopeError
 from .models import ModelBundle, resolve_module
-from .preprocessing import Preprocess
 
 METHODS: dict[str, str] = {
     "gradcam": "Grad-CAM",
@@ -291,7 +290,14 @@ class CamEngine:
         progress: Callable[[int, int], None] | None = None,
         cancel: threading.Event | None = None,
     ) -> CamResult:
-        """CAM of ``image`` (the original RGB image) for class ``target`` (None: predicted)."""
+        """CAM of ``image`` (the original RGB image) for class ``target`` (None: predicted).
+
+        ``key`` names the image (e.g. its id): its CAM-layer activation is kept for the last
+        ``activation_cache_size`` keys, so another method or class for it skips the trunk.
+        ``progress(done, total)``: slow methods call it after every forward batch (total = the
+        CAM layer's channels); others once, ``(1, 1)``, at the end. ``cancel``: checked before
+        the work and between batches; a set event raises ``CamCancelled``.
+        """
         t0 = time.perf_counter()
         if method not in METHODS:
             raise FeatscopeError(f"unknown CAM method {method!r}; use one of {', '.join(METHODS)}")
@@ -315,7 +321,7 @@ class CamEngine:
             progress(1, 1)
 
         heat = np.clip(np.asarray(heat, dtype=np.float32), 0.0, 1.0)
-        original = _to_original(self.bundle.preprocess, heat, width, height)
+        original = self.bundle.preprocess.heatmap_to_original(heat, width, height)
         return CamResult(
             heatmap=heat,
             heatmap_original=original,
@@ -430,28 +436,6 @@ class CamEngine:
         return net
 
 
-def _to_original(pre: Preprocess, heat: np.ndarray, width: int, height: int) -> np.ndarray:
-    try:
-        return pre.heatmap_to_original(heat, width, height)
-    except ValueError as exc:
-        if "read-only" not in str(exc):
-            raise
-    # Preprocess.heatmap_to_original writes NaN into np.asarray(PIL image), which is read-only;
-    # until that is fixed there, the same mapping with a writable array.
-    rw, rh = pre.resized_size(width, height)
-    left, top, _, _ = pre.crop_box(width, height)
-    canvas = np.full((rh, rw), np.nan, dtype=np.float32)
-    x0, y0 = max(left, 0), max(top, 0)
-    x1, y1 = min(left + pre.crop, rw), min(top + pre.crop, rh)
-    canvas[y0:y1, x0:x1] = heat[y0 - top : y1 - top, x0 - left : x1 - left]
-    seen = ~np.isnan(canvas)
-    filled = np.where(seen, canvas, 0.0).astype(np.float32)
-    out = np.array(Image.fromarray(filled, mode="F").resize((width, height), Image.BILINEAR), np.float32)
-    mask = np.asarray(Image.fromarray(seen.astype(np.uint8) * 255).resize((width, height), Image.NEAREST))
-    out[mask == 0] = np.nan
-    return out
-
-
 def _check(cancel: threading.Event | None) -> None:
     if cancel is not None and cancel.is_set():
         raise CamCancelled()
@@ -464,8 +448,9 @@ def _check(cancel: threading.Event | None) -> None:
 @dataclass
 class _Profile:
     forward_s: float  # one image, batch 1
-    per_image_batched_s: float  # per image in a batch of 8
-    channels: int
+    per_image_batched_s: float  # per image in a batch of 4
+    channels: int  # of the CAM layer's activation
+    spatial: int  # its height x width
 
 
 _PROFILES: weakref.WeakKeyDictionary[nn.Module, _Profile] = weakref.WeakKeyDictionary()
@@ -499,7 +484,8 @@ def _profile(bundle: ModelBundle) -> _Profile:
         finally:
             handle.remove()
     one = min(timed(1), timed(1))
-    prof = _Profile(one, timed(8) / 8, int(shapes[0][1]) if shapes else 512)
+    c, hw = (shapes[0][1], int(np.prod(shapes[0][2:]))) if shapes else (512, 49)
+    prof = _Profile(one, timed(4) / 4, int(c), hw)
     _PROFILES[bundle.model] = prof
     return prof
 
@@ -514,11 +500,15 @@ def estimate_seconds(method: str, bundle: ModelBundle) -> float | None:
     if method == "scorecam":  # one full forward per channel, batched
         return prof.forward_s + prof.channels * prof.per_image_batched_s
     if method == "ablationcam":
-        if head:  # head re-runs plus the ablation layer's per-row work: a few ms per batch
-            return prof.forward_s + prof.channels * 5e-4
-        return prof.forward_s + prof.channels * prof.per_image_batched_s
+        # Per channel, AblationLayer scans the whole ablated batch (torch.min) once or twice.
+        scan = DEFAULT_SLOW_BATCH_SIZE * prof.channels * prof.spatial * 2e-10
+        per_channel = scan if head else scan + prof.per_image_batched_s
+        return prof.forward_s + prof.channels * per_channel
     # Head path: about one forward; full path: forward + backward down to the input.
-    return prof.forward_s * (1.3 if head else 3.0)
+    base = prof.forward_s * (1.3 if head else 3.0)
+    if method == "eigencam":  # a full SVD with a channels x channels V, in numpy
+        base += 3e-11 * prof.channels**3
+    return base
 
 
 # --------------------------------------------------------------------------------------
@@ -535,7 +525,7 @@ def colorize(heatmap_original: np.ndarray) -> Image.Image:
     rgba = np.zeros(h.shape + (4,), dtype=np.uint8)
     rgba[..., :3] = np.where(seen[..., None], np.round(rgb * 255.0), 0).astype(np.uint8)
     rgba[..., 3] = np.where(seen, 255, 0).astype(np.uint8)
-    return Image.fromarray(rgba, mode="RGBA")
+    return Image.fromarray(rgba)  # uint8 HxWx4: RGBA
 
 
 def overlay(image: Image.Image, heatmap_original: np.ndarray, alpha: float = 0.5) -> Image.Image:
@@ -549,4 +539,4 @@ def overlay(image: Image.Image, heatmap_original: np.ndarray, alpha: float = 0.5
     seen = heat[..., 3:4] > 0
     a = float(np.clip(alpha, 0.0, 1.0))
     out = np.where(seen, (1.0 - a) * base + a * heat[..., :3], 0.5 * base)
-    return Image.fromarray(np.clip(np.round(out), 0, 255).astype(np.uint8), mode="RGB")
+    return Image.fromarray(np.clip(np.round(out), 0, 255).astype(np.uint8))  # RGB

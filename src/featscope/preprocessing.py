@@ -85,7 +85,7 @@ class Preprocess:
         canvas[y0:y1, x0:x1] = heatmap[y0 - top : y1 - top, x0 - left : x1 - left]
         seen = ~np.isnan(canvas)
         filled = np.where(seen, canvas, 0.0).astype(np.float32)
-        out = np.asarray(
+        out = np.array(  # a writable copy: NaN goes in below
             Image.fromarray(filled, mode="F").resize((width, height), Image.BILINEAR), np.float32
         )
         mask = np.asarray(
