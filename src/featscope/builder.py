@@ -185,7 +185,8 @@ def build(
 
     # 5. Feature-space neighbours (for the app's neighbour panel and the suspect scores).
     t = time.perf_counter()
-    nbrs = _neighbors_cached(cache_dir / "neighbors", bundle.fingerprint, kept_digests, features)
+    nbrs = _neighbors_cached(cache_dir / "neighbors", bundle.fingerprint, kept_digests, features,
+                             progress)
     save_npy(data_dir / "neighbors.npy", nbrs.index)
     save_npy(data_dir / "neighbor_sims.npy", nbrs.similarity)
     timings["neighbors"] = time.perf_counter() - t
@@ -235,14 +236,14 @@ def _key(*parts: object) -> str:
 
 
 def _neighbors_cached(folder: Path, model_fp: str, digests: list[str],
-                      features: np.ndarray) -> NeighborTable:
+                      features: np.ndarray, progress: bool) -> NeighborTable:
     path = folder / f"{_key(model_fp, DEFAULT_K, digests)}.npz"
     if path.exists():
         with np.load(path) as z:
             return NeighborTable(z["index"], z["similarity"])
     log.info("neighbours: %d nearest of each of %d images (cosine, full features)",
              DEFAULT_K, len(digests))
-    table = exact_knn(features, DEFAULT_K)
+    table = exact_knn(features, DEFAULT_K, progress=progress)
 
     def _write(tmp: Path) -> None:
         with open(tmp, "wb") as fh:

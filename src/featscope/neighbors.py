@@ -25,8 +25,11 @@ class NeighborTable:
                                                    self.similarity[image_id, :k], strict=True)]
 
 
-def exact_knn(features: np.ndarray, k: int = DEFAULT_K, block: int = 1024) -> NeighborTable:
+def exact_knn(features: np.ndarray, k: int = DEFAULT_K, block: int = 1024,
+              progress: bool = False) -> NeighborTable:
     """The ``k`` most cosine-similar other rows of every row of ``features`` [N, D]."""
+    from tqdm.auto import tqdm
+
     n = len(features)
     k = max(0, min(k, n - 1))
     idx = np.zeros((n, k), np.int32)
@@ -34,7 +37,8 @@ def exact_knn(features: np.ndarray, k: int = DEFAULT_K, block: int = 1024) -> Ne
     if k == 0:
         return NeighborTable(idx, sims)
     x = normalise(features)
-    for start in range(0, n, block):
+    starts = range(0, n, block)
+    for start in tqdm(starts, desc="neighbours", unit="block", disable=not progress or n < 8 * block):
         stop = min(start + block, n)
         s = x[start:stop] @ x.T  # [b, N]
         s[np.arange(stop - start), np.arange(start, stop)] = -np.inf  # not its own neighbour
