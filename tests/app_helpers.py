@@ -169,3 +169,59 @@ def make_app(run_path, engine=None, estimate=120.0):
     handle = ModelHandle.ready_with(engine, fake_cam_module(estimate))
     app = create_app(run_path, device="cpu", model=handle)
     return app, engine
+
+
+def make_big_run(root: Path, n: int = 100_000, n_classes: int = 10, seed: int = 0) -> Path:
+    """A run of ``n`` synthetic points (clusters per class, 15 % misclassified) whose rows
+    share a few real image files: for payload and smoothness checks at scale."""
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    images = root / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    files = []
+    for k in range(4):
+        path = images / f"shared_{k}.jpg"
+        _image(rng, 80, 60, (60 * k, 120, 200)).save(path)
+        files.append(path)
+    run = root / "run"
+    data = run / "data-big"
+    data.mkdir(parents=True, exist_ok=True)
+    classes = [f"class_{i}" for i in range(n_classes)]
+    true = rng.integers(0, n_classes, n)
+    wrong = rng.random(n) < 0.15
+    pred = np.where(wrong, (true + rng.integers(1, n_classes, n)) % n_classes, true)
+    centres = rng.normal(0, 10, (n_classes, 2))
+    xy = centres[true] + rng.normal(0, 1.5, (n, 2))
+    conf = np.where(wrong, rng.uniform(0.2, 0.7, n), rng.uniform(0.5, 1.0, n))
+    names = np.array(classes, dtype=object)
+    paths = [str(files[i % 4].resolve()) for i in range(n)]
+    table = pd.DataFrame({
+        "id": np.arange(n, dtype=np.int64),
+        "path": paths,
+        "relpath": [f"img_{i}.jpg" for i in range(n)],
+        "name": [f"img_{i}.jpg" for i in range(n)],
+        "label": pd.array(names[true], dtype="string"),
+        "label_index": true.astype(np.int64),
+        "pred": names[pred].astype(str),
+        "pred_index": pred.astype(np.int64),
+        "confidence": conf.astype(np.float32),
+        "correct": pd.array(~wrong, dtype="boolean"),
+        "x": xy[:, 0].astype(np.float32),
+        "y": xy[:, 1].astype(np.float32),
+        "top5_labels": [[names[p]] for p in pred],
+        "top5_probs": [[float(c)] for c in conf],
+        "width": np.full(n, 80),
+        "height": np.full(n, 60),
+        "hash": [f"h{i % 4}" for i in range(n)],
+        "split": pd.array([None] * n, dtype="string"),
+    })
+    table.to_parquet(data / "table.parquet", index=False)
+    np.save(data / "features.npy", np.zeros((n, 2), np.float32))
+    probs = np.full((n, n_classes), 0.0, np.float32)
+    probs[np.arange(n), pred] = conf
+    np.save(data / "probs.npy", probs)
+    meta = {"format": "featscope-run", "format_version": 1, "build_id": "big",
+            "data_dir": data.name, "model": {"name": "efficientnet-lite0"},
+            "class_names": classes}
+    (run / "run.json").write_text(json.dumps(meta), encoding="utf-8")
+    return run

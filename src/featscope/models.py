@@ -83,13 +83,15 @@ class ModelBundle:
         return self.module(self.cam_layer_name)
 
     def describe(self) -> dict[str, Any]:
+        """What run.json stores: the ModelSpec fields (so ``ModelSpec.from_dict`` rebuilds the
+        same model) plus resolved facts for people to read."""
         return {
             **self.spec.to_dict(),
             "weights_fingerprint": self.weights_fingerprint,
             "fingerprint": self.fingerprint,
             "classifier_layer": self.classifier_name,
-            "feature_layer": self.feature_layer_name or f"input of {self.classifier_name}",
-            "cam_layer": self.cam_layer_name,
+            "features_from": self.feature_layer_name or f"input of {self.classifier_name}",
+            "cam_layer": self.cam_layer_name or None,
             "num_classes": len(self.class_names),
             "class_names_source": self.class_names_source,
             "fast_cam_head": self.head is not None,

@@ -6,6 +6,7 @@ Each ``*_update`` takes the app context and plain values and returns plain value
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -36,45 +37,69 @@ from .panels import (
 
 log = logging.getLogger(__name__)
 
-VIEW_INPUTS = ("color-mode", "legend", "show-filter", "conf-range")
 
-
-def _view(ctx: AppContext, mode, legend_value, show, conf) -> F.ViewState:
-    return F.ViewState.from_inputs(ctx.data, mode, legend_value, show, conf)
+def _view(ctx: AppContext, mode, hidden, show, conf) -> F.ViewState:
+    return F.ViewState.from_inputs(ctx.data, mode, hidden, show, conf)
 
 
 # --------------------------------------------------------------------------------------
 # Map: colour mode, legend, filters, size, opacity
 
 
-def view_update(
-    ctx: AppContext, trigger: str | None, mode: str | None, legend_value: list[str] | None,
-    show: str | None, conf: list[float] | None,
-) -> tuple[Any, Any, Any]:
-    """(figure Patch, legend options, legend value) after a colour/legend/filter change."""
-    data = ctx.data
-    if trigger in ("color-mode", "legend-all"):
-        entries, _ = F.legend(data, F.ViewState.from_inputs(data, mode, None, show, conf).mode)
-        value = [e.key for e in entries]
-        view = _view(ctx, mode, value, show, conf)
-        options = F.legend_options(entries) if trigger == "color-mode" else no_update
-        return F.color_patch(data, view), options, value
-    if trigger == "legend-none":
-        view = _view(ctx, mode, [], show, conf)
-        return F.color_patch(data, view), no_update, []
-    view = _view(ctx, mode, legend_value, show, conf)
-    return F.color_patch(data, view), no_update, no_update
+def mode_update(ctx: AppContext, mode: str | None, show: str | None, conf: list[float] | None
+                ) -> tuple[Any, list[Any], list[str]]:
+    """(figure Patch, legend rows, hidden keys) for a new colour mode: all entries shown."""
+    view = _view(ctx, mode, [], show, conf)
+    entries, _ = F.legend(ctx.data, view.mode)
+    return F.color_patch(ctx.data, view), F.legend_rows(entries), []
+
+
+def clicked_index(triggered: list[dict[str, Any]]) -> int | None:
+    """Index of a pattern-matching button that was really clicked (n_clicks > 0; freshly
+    rendered buttons also trigger, with 0)."""
+    for t in triggered or []:
+        if not t.get("value"):
+            continue
+        try:
+            tid = json.loads(t.get("prop_id", "").rsplit(".", 1)[0])
+        except ValueError:
+            continue
+        if isinstance(tid, dict) and isinstance(tid.get("index"), int):
+            return int(tid["index"])
+    return None
+
+
+def filter_update(
+    ctx: AppContext, trigger: str | None, clicked: int | None, mode: str | None,
+    hidden: list[str] | None, show: str | None, conf: list[float] | None,
+) -> tuple[Any, list[str], list[str]]:
+    """(figure Patch, legend row classes, hidden keys) after a legend click or a filter."""
+    entries, _ = F.legend(ctx.data, _view(ctx, mode, [], show, conf).mode)
+    keys = [e.key for e in entries]
+    hidden_set = set(hidden or ())
+    if trigger == "legend-all":
+        hidden_set = set()
+    elif trigger == "legend-none":
+        hidden_set = set(keys)
+    elif trigger == "legend-item":
+        if clicked is None or not 0 <= clicked < len(keys):
+            raise PreventUpdate
+        hidden_set ^= {keys[clicked]}
+    new_hidden = [k for k in keys if k in hidden_set]
+    view = _view(ctx, mode, new_hidden, show, conf)
+    classes = [F.legend_row_class(e, new_hidden) for e in entries]
+    return F.color_patch(ctx.data, view), classes, new_hidden
 
 
 def hover_update(
-    ctx: AppContext, hover: dict | None, mode, legend_value, show, conf
+    ctx: AppContext, hover: dict | None, mode, hidden, show, conf
 ) -> tuple[bool, Any, Any]:
     """(show, bbox, children) of the tooltip for a hovered point; hidden points show none."""
     target = hover_target(hover, ctx.n)
     if target is None:
         return False, no_update, no_update
     image_id, bbox = target
-    if not F.is_visible(ctx.data, _view(ctx, mode, legend_value, show, conf), image_id):
+    if not F.is_visible(ctx.data, _view(ctx, mode, hidden, show, conf), image_id):
         return False, no_update, no_update
     info = ImageInfo.from_table(ctx.table, image_id)
     return True, bbox, tooltip_children(info, ctx.thumb_url(image_id))
@@ -85,18 +110,21 @@ def hover_update(
 
 
 def select_update(
-    ctx: AppContext, trigger: str | None, click: dict | None, search: str | None,
+    ctx: AppContext, triggered: set[str], click: dict | None, search: str | None,
     current: dict | None, view: F.ViewState,
 ) -> tuple[Any, Any, Any]:
-    """(selection store, url search, ring Patch). Selection: {id, cls, method} or None."""
-    if trigger == "detail-close":
+    """(selection store, url search, ring Patch). Selection: {id, cls, method} or None.
+    ``triggered``: ids of the inputs that changed (on page load several at once)."""
+    if "detail-close" in triggered:
         return None, "", F.selection_patch(ctx.data, None)
-    if trigger == "map":
+    if "clicked" in triggered and click:
         image_id = click_target(click, ctx.n)
         if image_id is None or not F.is_visible(ctx.data, view, image_id):
             raise PreventUpdate
         sel = {"id": image_id, "cls": None, "method": None}
         return sel, format_url(image_id), F.selection_patch(ctx.data, image_id)
+    if "url" not in triggered:
+        raise PreventUpdate
     # The URL changed (page load, back/forward, or our own update).
     module = ctx.cams.model.module_if_ready()
     methods = list(module.METHODS) if module is not None else None
@@ -132,20 +160,17 @@ def detail_update(ctx: AppContext, selection: dict | None) -> dict[str, Any]:
     }
 
 
-def top5_update(ctx: AppContext, triggered: list[dict], n_classes: int) -> int:
+def top5_update(triggered: list[dict], n_classes: int) -> int:
     """The class a top-5 row stands for, when it was really clicked (not just rendered)."""
-    if not triggered or not triggered[0].get("value"):
+    idx = clicked_index(triggered)
+    if idx is None or parse_index(idx, n_classes) is None:
         raise PreventUpdate
-    prop = triggered[0].get("prop_id", "")
-    try:
-        import json
+    return idx
 
-        idx = json.loads(prop.rsplit(".", 1)[0])["index"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise PreventUpdate from exc
-    if parse_index(idx, n_classes) is None:
-        raise PreventUpdate
-    return int(idx)
+
+def top5_classes(indices: list[int], target: int | None) -> list[str]:
+    """Row classes of the top-5 list: the explained class is marked."""
+    return ["top5-row active" if i == target else "top5-row" for i in indices]
 
 
 # --------------------------------------------------------------------------------------
@@ -190,6 +215,9 @@ def cam_update(ctx: AppContext, key: CamKey | None) -> CamView:
         return _shown(ctx, key, hit, cached=True)
     if ctx.cams.is_slow(key.method):
         job = ctx.jobs.get(key)
+        if job is not None and job.state == DONE and job.result is not None:
+            ctx.cams.remember(job.result)  # finished earlier; the cache had dropped it
+            return _shown(ctx, key, job.result, cached=True)
         est = ctx.cams.estimate_seconds(key.method, timeout=30.0)
         text = slow_prompt_text(_method_label(ctx, key.method), est, ctx.device)
         view = CamView(slow_prompt=text, status="")
@@ -243,6 +271,7 @@ def job_update(ctx: AppContext, trigger: str | None, key: CamKey | None) -> dict
         raise PreventUpdate
     label = _method_label(ctx, key.method)
     if job.state == DONE:
+        ctx.cams.remember(job.result)  # the image URLs below are served from the cache
         view = _shown(ctx, key, job.result, cached=False)
         return cam_outputs(ctx, key, view)
     view = CamView(slow_prompt=slow_prompt_text(
@@ -275,6 +304,26 @@ def model_status(ctx: AppContext) -> tuple[str, str, bool, Any]:
 # Wiring
 
 
+# Dash's Graph copies ``customdata[pointNumber]`` from the *figure prop* into event data, where
+# customdata is still a base64 typed-array spec, so the id arrives undefined. Plotly itself
+# has the decoded array: read the id there (customdata, as the map's contract says).
+POINT_JS = """
+function(ev) {
+    if (!ev || !ev.points || !ev.points.length) { return null; }
+    const p = ev.points[0];
+    if (p.curveNumber !== 0) { return null; }
+    const gd = document.querySelector('#map .js-plotly-plot');
+    const trace = gd && gd._fullData && gd._fullData[0];
+    let id = p.customdata;
+    if ((id === undefined || id === null) && trace && trace.customdata) {
+        id = trace.customdata[p.pointNumber];
+    }
+    if (id === undefined || id === null) { return null; }
+    return {"id": Number(id), "bbox": p.bbox || null, "t": Date.now()};
+}
+"""
+
+
 def _trigger() -> str | None:
     tid = callback_context.triggered_id
     return tid if isinstance(tid, str) else None
@@ -302,23 +351,39 @@ def _dup(outputs: dict[str, Output]) -> dict[str, Output]:
 
 
 def register_callbacks(app: Dash, ctx: AppContext) -> None:
-    view_states = [State("color-mode", "value"), State("legend", "value"),
+    view_states = [State("color-mode", "value"), State("hidden", "data"),
                    State("show-filter", "value"), State("conf-range", "value")]
 
     @app.callback(
         Output("map", "figure", allow_duplicate=True),
-        Output("legend", "options"),
-        Output("legend", "value"),
+        Output("legend", "children"),
+        Output("hidden", "data"),
         Input("color-mode", "value"),
-        Input("legend", "value"),
-        Input("show-filter", "value"),
-        Input("conf-range", "value"),
-        Input("legend-all", "n_clicks"),
-        Input("legend-none", "n_clicks"),
+        State("show-filter", "value"),
+        State("conf-range", "value"),
         prevent_initial_call=True,
     )
-    def _on_view(mode, legend_value, show, conf, _all, _none):
-        return view_update(ctx, _trigger(), mode, legend_value, show, conf)
+    def _on_mode(mode, show, conf):
+        return mode_update(ctx, mode, show, conf)
+
+    @app.callback(
+        Output("map", "figure", allow_duplicate=True),
+        Output({"type": "legend-item", "index": ALL}, "className"),
+        Output("hidden", "data", allow_duplicate=True),
+        Input({"type": "legend-item", "index": ALL}, "n_clicks"),
+        Input("legend-all", "n_clicks"),
+        Input("legend-none", "n_clicks"),
+        Input("show-filter", "value"),
+        Input("conf-range", "value"),
+        State("color-mode", "value"),
+        State("hidden", "data"),
+        prevent_initial_call=True,
+    )
+    def _on_filter(_items, _all, _none, show, conf, mode, hidden):
+        tid = callback_context.triggered_id
+        trigger = "legend-item" if isinstance(tid, dict) else _trigger()
+        clicked = clicked_index(callback_context.triggered) if trigger == "legend-item" else None
+        return filter_update(ctx, trigger, clicked, mode, hidden, show, conf)
 
     @app.callback(
         Output("map", "figure", allow_duplicate=True),
@@ -331,11 +396,15 @@ def register_callbacks(app: Dash, ctx: AppContext) -> None:
         return F.marker_patch(size=size if trigger == "point-size" else None,
                               opacity=opacity if trigger == "point-opacity" else None)
 
+    app.clientside_callback(POINT_JS, Output("hovered", "data"), Input("map", "hoverData"))
+    app.clientside_callback(POINT_JS, Output("clicked", "data"), Input("map", "clickData"),
+                            prevent_initial_call=True)
+
     @app.callback(
         Output("tip", "show"),
         Output("tip", "bbox"),
         Output("tip", "children"),
-        Input("map", "hoverData"),
+        Input("hovered", "data"),
         *view_states,
     )
     def _on_hover(hover, *view):
@@ -354,15 +423,18 @@ def register_callbacks(app: Dash, ctx: AppContext) -> None:
         Output("selection", "data"),
         Output("url", "search"),
         Output("map", "figure", allow_duplicate=True),
-        Input("map", "clickData"),
+        Input("clicked", "data"),
         Input("url", "search"),
         Input("detail-close", "n_clicks"),
         State("selection", "data"),
         *view_states,
         prevent_initial_call="initial_duplicate",
     )
-    def _on_select(click, search, _close, current, *view):
-        return select_update(ctx, _trigger(), click, search, current, _view(ctx, *view))
+    def _on_select(click, search, close, current, *view):
+        triggered = {p.rsplit(".", 1)[0] for p in callback_context.triggered_prop_ids}
+        if not close:
+            triggered.discard("detail-close")
+        return select_update(ctx, triggered, click, search, current, _view(ctx, *view))
 
     @app.callback(
         output={
@@ -386,7 +458,16 @@ def register_callbacks(app: Dash, ctx: AppContext) -> None:
         prevent_initial_call=True,
     )
     def _on_top5(_clicks):
-        return top5_update(ctx, callback_context.triggered, len(ctx.class_names))
+        return top5_update(callback_context.triggered, len(ctx.class_names))
+
+    @app.callback(
+        Output({"type": "top5", "index": ALL}, "className"),
+        Input("cam-class", "value"),
+        State({"type": "top5", "index": ALL}, "id"),
+        prevent_initial_call=True,
+    )
+    def _on_target(target, ids):
+        return top5_classes([i["index"] for i in ids], target)
 
     @app.callback(
         output={**CAM_OUTPUTS, "search": Output("url", "search", allow_duplicate=True)},

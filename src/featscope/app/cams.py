@@ -176,7 +176,7 @@ def _downscale(image: Image.Image, heat: np.ndarray, max_side: int):
     size = (max(1, round(w * s)), max(1, round(h * s)))
     seen = np.isfinite(heat)
     filled = np.where(seen, heat, 0.0).astype(np.float32)
-    small = np.array(Image.fromarray(filled, mode="F").resize(size, Image.BILINEAR), np.float32)
+    small = np.array(Image.fromarray(filled).resize(size, Image.BILINEAR), np.float32)
     mask = np.asarray(Image.fromarray(seen.astype(np.uint8) * 255).resize(size, Image.NEAREST))
     small[mask == 0] = np.nan
     return image.resize(size, Image.LANCZOS), small
@@ -222,6 +222,10 @@ class CamService:
             if hit is not None:
                 self._cache.move_to_end(key)
             return hit
+
+    def remember(self, item: CamImages) -> None:
+        """Put a result back (a finished job's, after the LRU dropped it)."""
+        self._store(item)
 
     def _store(self, item: CamImages) -> None:
         with self._cache_lock:

@@ -25,7 +25,7 @@ class AppContext:
     thumbs: ThumbCache
     cams: CamService
     jobs: JobRegistry
-    device: str = "cpu"
+    requested_device: str = "auto"
     # Dash's config: its requests_pathname_prefix can change late (Jupyter's proxy sets it
     # when the app starts), so URLs read it when they are made.
     app_config: Any = None
@@ -36,6 +36,15 @@ class AppContext:
             # Changes with every build: image URLs carry it, so browsers may cache them long.
             tag = f"{self.run.meta.get('build_id', '')}|{self.run.meta.get('data_dir', '')}"
             self.version = hashlib.sha256(tag.encode()).hexdigest()[:10]
+
+    @property
+    def device(self) -> str:
+        """The model's device once it has loaded, else what was asked for ("auto")."""
+        if self.cams.model.status == "ready":
+            dev = getattr(getattr(self.cams.model.get(0), "bundle", None), "device", None)
+            if dev is not None:
+                return str(dev)
+        return self.requested_device
 
     @property
     def cam(self) -> ModuleType:

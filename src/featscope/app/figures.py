@@ -11,8 +11,8 @@ Design (why it looks like this):
   therefore only re-sends the code array (1-2 bytes per point) and the colour scale, as a
   ``dash.Patch``; size and opacity changes send a scalar.
 * A second, one-point trace rings the clicked image.
-* The legend is our own HTML list (see layout.py), not plotly's: a single trace has no
-  per-class legend entries, and an HTML list can show counts and scroll for 1000 classes.
+* The legend is our own list of buttons (``legend_rows``), not plotly's: a single trace has
+  no per-class legend entries, and an HTML list can show counts and scroll for 1000 classes.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 from _plotly_utils.utils import to_typed_array_spec
 from dash import Patch, html
 
@@ -63,8 +62,6 @@ CONF_LEVELS = 254  # confidence codes 1..255; 0 = hidden
 SYMBOL_OK = 0  # circle
 SYMBOL_WRONG = 4  # x
 
-DEFAULT_SIZE = 6
-DEFAULT_OPACITY = 0.8
 MAIN_TRACE = 0
 SELECTED_TRACE = 1
 UNLABELLED = "(no label)"
@@ -119,21 +116,17 @@ class ViewState:
         cls,
         data: MapData,
         mode: str | None,
-        legend_value: Iterable[str] | None,
+        hidden: Iterable[str] | None,
         show: str | None,
         conf_range: Sequence[float] | None,
     ) -> ViewState:
-        """Build from raw control values. The legend checklist lists the *shown* entries;
-        ``legend_value`` None means all shown."""
+        """Build from raw control values (anything unknown falls back to the default)."""
         mode = mode if mode in available_modes(data) else default_mode(data)
-        hidden: frozenset[str] = frozenset()
-        if legend_value is not None:
-            shown = set(legend_value)
-            hidden = frozenset(e.key for e in legend(data, mode)[0] if e.key not in shown)
+        keys = {e.key for e in legend(data, mode)[0]}
         lo, hi = (list(conf_range) if conf_range else [0.0, 1.0])[:2]
         return cls(
             mode=mode,
-            hidden=hidden,
+            hidden=frozenset(k for k in (hidden or ()) if k in keys),
             show=show if show in available_filters(data) else "all",
             conf_range=(float(lo), float(hi)),
         )
@@ -196,6 +189,16 @@ def map_data(table: pd.DataFrame, class_names: Sequence[str] = ()) -> MapData:
         has_labels=has_labels,
         has_correct=bool((correct >= 0).any()),
     )
+
+
+def default_size(n: int) -> int:
+    """Marker size that reads well: large for a few dozen images, small for 100k."""
+    return int(np.clip(round(14 - 2 * np.log10(max(n, 1))), 3, 10))
+
+
+def default_opacity(n: int) -> float:
+    """Opaque for small maps; translucent for dense ones so that overlaps show density."""
+    return float(np.clip(round(1.05 - 0.08 * np.log10(max(n, 1)), 2), 0.4, 0.9))
 
 
 def available_modes(data: MapData) -> list[str]:
@@ -355,55 +358,73 @@ def build_figure(
     data: MapData,
     view: ViewState | None = None,
     *,
-    size: float = DEFAULT_SIZE,
-    opacity: float = DEFAULT_OPACITY,
+    size: float | None = None,
+    opacity: float | None = None,
     selected: int | None = None,
-) -> go.Figure:
-    """The map: one Scattergl trace of every image plus the selected-point ring."""
+) -> dict[str, Any]:
+    """The map as a plotly figure dict: one Scattergl trace of every image plus the
+    selected-point ring. Arrays are already base64 typed-array specs: building a
+    ``go.Figure`` would validate 100k-element arrays element by element (seconds)."""
     view = view or ViewState(mode=default_mode(data))
+    size = default_size(len(data)) if size is None else size
+    opacity = default_opacity(len(data)) if opacity is None else opacity
     style = color_style(data, view)
     marker: dict[str, Any] = {**style.marker(), "size": size, "opacity": opacity,
                               "line": {"width": 0}}
+    marker["color"] = typed(style.codes)
     if data.n_wrong:  # only sent when there is something to mark
-        marker["symbol"] = np.where(data.correct == 0, SYMBOL_WRONG, SYMBOL_OK).astype(np.uint8)
-    main = go.Scattergl(
-        x=data.x,
-        y=data.y,
-        customdata=data.ids,
-        mode="markers",
-        marker=marker,
-        hoverinfo="none",  # the tooltip is a dcc.Tooltip fed by customdata, not plotly's label
-        showlegend=False,
-        name="images",
-    )
+        marker["symbol"] = typed(
+            np.where(data.correct == 0, SYMBOL_WRONG, SYMBOL_OK).astype(np.uint8)
+        )
+    main = {
+        "type": "scattergl",
+        "name": "images",
+        "x": typed(data.x),
+        "y": typed(data.y),
+        "customdata": typed(data.ids),
+        "mode": "markers",
+        "marker": marker,
+        "hoverinfo": "none",  # the tooltip is a dcc.Tooltip fed by customdata
+        "showlegend": False,
+    }
     sx, sy = _selected_xy(data, selected)
-    ring = go.Scattergl(
-        x=sx,
-        y=sy,
-        mode="markers",
-        marker={"symbol": "circle-open", "size": 18, "color": SELECTED_COLOR,
-                "line": {"width": 3, "color": SELECTED_COLOR}},
-        hoverinfo="skip",
-        showlegend=False,
-        name="selected",
-    )
+    ring = {
+        "type": "scattergl",
+        "name": "selected",
+        "x": sx,
+        "y": sy,
+        "mode": "markers",
+        "marker": {"symbol": "circle-open", "size": 18, "color": SELECTED_COLOR,
+                   "line": {"width": 3, "color": SELECTED_COLOR}},
+        "hoverinfo": "skip",
+        "showlegend": False,
+    }
     axis = {"visible": False, "showgrid": False, "zeroline": False}
-    fig = go.Figure(data=[main, ring])
-    fig.update_layout(
-        template="none",  # the default template alone is ~8 kB of JSON we do not use
-        margin={"l": 8, "r": 8, "t": 8, "b": 8},
-        paper_bgcolor="white",
-        plot_bgcolor="white",
-        xaxis=axis,
-        yaxis=axis,
-        dragmode="zoom",
-        hovermode="closest",
-        clickmode="event",
-        showlegend=False,
-        uirevision="map",  # keep zoom/pan across Patches
-        font={"family": "Inter, system-ui, sans-serif", "size": 12, "color": "#374151"},
-    )
-    return fig
+    layout = {
+        "margin": {"l": 8, "r": 8, "t": 8, "b": 8},
+        "paper_bgcolor": "white",
+        "plot_bgcolor": "white",
+        "xaxis": {**axis, "range": padded_range(data.x)},
+        "yaxis": {**axis, "range": padded_range(data.y)},
+        "dragmode": "zoom",
+        "hovermode": "closest",
+        "clickmode": "event",
+        "showlegend": False,
+        "uirevision": "map",  # keep zoom/pan across Patches
+        "font": {"family": "Inter, system-ui, sans-serif", "size": 12, "color": "#374151"},
+    }
+    return {"data": [main, ring], "layout": layout}
+
+
+def padded_range(values: np.ndarray, pad: float = 0.06) -> list[float] | None:
+    """Axis range with a margin, so points at the edge are not cut by the frame (the
+    modebar's reset goes back to it)."""
+    v = values[np.isfinite(values)]
+    if not len(v):
+        return None
+    lo, hi = float(v.min()), float(v.max())
+    margin = (hi - lo) * pad if hi > lo else 1.0
+    return [lo - margin, hi + margin]
 
 
 def graph_config() -> dict[str, Any]:
@@ -468,21 +489,27 @@ def selection_patch(data: MapData, selected: int | None) -> Patch:
     return p
 
 
-def legend_options(entries: Sequence[LegendEntry]) -> list[dict[str, Any]]:
-    """dcc.Checklist options: a colour swatch, the name (as text) and the count."""
+def legend_row_class(entry: LegendEntry, hidden: Iterable[str]) -> str:
+    return "legend-row off" if entry.key in set(hidden) else "legend-row"
+
+
+def legend_rows(entries: Sequence[LegendEntry], hidden: Iterable[str] = ()) -> list[html.Button]:
+    """The legend: one button per entry (colour swatch, name as text, count); a click
+    hides or shows that entry's points."""
+    hidden = set(hidden)
     return [
-        {
-            "value": e.key,
-            "label": html.Span(
-                [
-                    html.Span(className="swatch", style={"backgroundColor": e.color}),
-                    html.Span(e.label, className="legend-name", title=e.label),
-                    html.Span(f"{e.count:,}", className="legend-count"),
-                ],
-                className="legend-item",
-            ),
-        }
-        for e in entries
+        html.Button(
+            [
+                html.Span(className="swatch", style={"backgroundColor": e.color}),
+                html.Span(e.label, className="legend-name"),
+                html.Span(f"{e.count:,}", className="legend-count"),
+            ],
+            id={"type": "legend-item", "index": i},
+            className=legend_row_class(e, hidden),
+            title=f"{e.label}: click to hide or show",
+            n_clicks=0,
+        )
+        for i, e in enumerate(entries)
     ]
 
 

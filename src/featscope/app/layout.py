@@ -12,8 +12,6 @@ from dash import dcc, html
 
 from .context import AppContext
 from .figures import (
-    DEFAULT_OPACITY,
-    DEFAULT_SIZE,
     MODES,
     SHOW_FILTERS,
     ViewState,
@@ -21,9 +19,11 @@ from .figures import (
     available_modes,
     build_figure,
     default_mode,
+    default_opacity,
+    default_size,
     graph_config,
     legend,
-    legend_options,
+    legend_rows,
 )
 from .panels import class_options, method_options
 
@@ -32,6 +32,7 @@ STYLE = """
   --fs-bg: #f5f6f8; --fs-panel: #ffffff; --fs-border: #e3e6eb; --fs-text: #1f2937;
   --fs-muted: #6b7280; --fs-accent: #2563eb; --fs-accent-soft: #e8effd;
   --fs-ok: #3b9a5c; --fs-wrong: #d6312b;
+  --Dash-Fill-Interactive-Strong: #2563eb; --Dash-Fill-Interactive-Weak: #e8effd;
 }
 * { box-sizing: border-box; }
 html, body { margin: 0; height: 100%; background: var(--fs-bg); color: var(--fs-text);
@@ -63,10 +64,14 @@ html, body { margin: 0; height: 100%; background: var(--fs-bg); color: var(--fs-
 .link-btn { background: none; border: 1px solid var(--fs-border); border-radius: 6px;
   padding: 2px 8px; font-size: 11.5px; color: var(--fs-text); cursor: pointer; }
 .link-btn:hover { background: var(--fs-accent-soft); border-color: #bfd3fb; }
-.legend-list { overflow-y: auto; flex: 1; }
-.legend-list label { display: flex !important; align-items: center; padding: 2px 0;
-  cursor: pointer; }
-.legend-item { display: inline-flex; align-items: center; gap: 7px; min-width: 0; flex: 1; }
+.legend-list { overflow-y: auto; flex: 1; display: flex; flex-direction: column; gap: 1px; }
+.legend-row { display: flex; align-items: center; gap: 8px; width: 100%; padding: 3px 6px;
+  border: none; background: none; border-radius: 5px; cursor: pointer; font: inherit;
+  color: inherit; text-align: left; }
+.legend-row:hover { background: #f3f4f6; }
+.legend-row.off { opacity: .38; }
+.legend-row.off .swatch { background: transparent !important; outline: 1.5px solid #9ca3af;
+  outline-offset: -1.5px; }
 .swatch { width: 11px; height: 11px; border-radius: 3px; flex: none; }
 .legend-name { overflow: hidden; text-overflow: ellipsis; white-space: nowrap; flex: 1; }
 .legend-count { color: var(--fs-muted); font-variant-numeric: tabular-nums; font-size: 11.5px; }
@@ -110,6 +115,7 @@ html, body { margin: 0; height: 100%; background: var(--fs-bg); color: var(--fs-
 .pane figcaption { font-size: 11.5px; color: var(--fs-muted); display: flex;
   justify-content: space-between; }
 .pane figcaption a { color: var(--fs-accent); text-decoration: none; }
+.caption-note { margin-left: 8px; text-align: right; }
 .cam-status { margin-top: 8px; font-size: 12px; color: var(--fs-muted); min-height: 1.2em; }
 .cam-status.error { color: var(--fs-wrong); }
 .slow { margin-top: 10px; padding: 10px 12px; border: 1px solid #f3d9a4; background: #fff8e8;
@@ -218,19 +224,19 @@ def _sidebar(ctx: AppContext, mode: str) -> html.Aside:
     )
     controls += [
         _control(
-            "Confidence",
+            "Confidence range",
             dcc.RangeSlider(id="conf-range", min=0, max=1, step=0.01, value=[0, 1],
                             marks={0: "0", 0.5: "0.5", 1: "1"}, allow_direct_input=False,
                             tooltip={"placement": "bottom"}),
         ),
         _control(
             "Point size",
-            dcc.Slider(id="point-size", min=1, max=16, step=1, value=DEFAULT_SIZE,
+            dcc.Slider(id="point-size", min=1, max=16, step=1, value=default_size(ctx.n),
                        marks=None, allow_direct_input=False),
         ),
         _control(
             "Point opacity",
-            dcc.Slider(id="point-opacity", min=0.1, max=1, step=0.05, value=DEFAULT_OPACITY,
+            dcc.Slider(id="point-opacity", min=0.1, max=1, step=0.05, value=default_opacity(ctx.n),
                        marks=None, allow_direct_input=False),
         ),
         html.Div(
@@ -242,12 +248,7 @@ def _sidebar(ctx: AppContext, mode: str) -> html.Aside:
                                  n_clicks=0)],
                     className="legend-actions",
                 ),
-                dcc.Checklist(
-                    id="legend",
-                    options=legend_options(entries),
-                    value=[e.key for e in entries],
-                    className="legend-list",
-                ),
+                html.Div(legend_rows(entries), id="legend", className="legend-list"),
                 html.Div(
                     "✕ marks misclassified images" if data.n_wrong else "",
                     className="legend-note",
@@ -295,37 +296,46 @@ def _detail(ctx: AppContext) -> html.Section:
                 ],
                 className="cam-controls",
             ),
-            html.Div(
-                [
-                    html.Figure(
-                        [html.Div(html.Img(id="img-original", alt="original image"),
-                                  className="pane-box"),
-                         html.Figcaption([html.Span("Original"),
-                                          html.A("full size", id="link-original",
-                                                 target="_blank")])],
-                        className="pane",
-                    ),
-                    html.Figure(
-                        [
-                            # Same geometry, both "contain"ed in one box: they line up exactly.
-                            html.Div([html.Img(id="img-overlay-base", alt=""),
-                                      html.Img(id="img-overlay-heat", alt="CAM overlay",
-                                               style={"opacity": 0.55})],
-                                     className="pane-box"),
-                            html.Figcaption([html.Span("Overlay"),
-                                             html.A("open", id="link-overlay", target="_blank")]),
-                        ],
-                        className="pane",
-                    ),
-                    html.Figure(
-                        [html.Div(html.Img(id="img-heatmap", alt="CAM heatmap"),
-                                  className="pane-box"),
-                         html.Figcaption([html.Span("Heatmap"),
-                                          html.Span("outside the crop: not seen")])],
-                        className="pane",
-                    ),
-                ],
-                className="triptych",
+            # A spinner over the panes while a CAM is being computed (not for cache hits).
+            dcc.Loading(
+                html.Div(
+                    [
+                        html.Figure(
+                            [html.Div(html.Img(id="img-original", alt="original image"),
+                                      className="pane-box"),
+                             html.Figcaption([html.Span("Original"),
+                                              html.A("full size", id="link-original",
+                                                     target="_blank")])],
+                            className="pane",
+                        ),
+                        html.Figure(
+                            [
+                                # Same geometry, both "contain"ed in one box: they line up exactly.
+                                html.Div([html.Img(id="img-overlay-base", alt=""),
+                                          html.Img(id="img-overlay-heat", alt="CAM overlay",
+                                                   style={"opacity": 0.55})],
+                                         className="pane-box"),
+                                html.Figcaption([html.Span("Overlay"),
+                                                 html.A("open", id="link-overlay", target="_blank")]),
+                            ],
+                            className="pane",
+                        ),
+                        html.Figure(
+                            [html.Div(html.Img(id="img-heatmap", alt="CAM heatmap"),
+                                      className="pane-box"),
+                             html.Figcaption([html.Span("Heatmap"),
+                                              html.Span("clear = outside crop",
+                                                        className="caption-note")])],
+                            className="pane",
+                        ),
+                    ],
+                    className="triptych",
+                ),
+                target_components={"img-heatmap": "src"},
+                delay_show=250,
+                overlay_style={"visibility": "visible", "opacity": 0.55},
+                type="circle",
+                color="#2563eb",
             ),
             html.Div(id="cam-status", className="cam-status"),
             html.Div(
@@ -361,6 +371,9 @@ def build_layout(ctx: AppContext) -> html.Div:
         [
             dcc.Location(id="url", refresh=False),
             dcc.Store(id="selection", data=None),
+            dcc.Store(id="hidden", data=[]),
+            dcc.Store(id="hovered", data=None),
+            dcc.Store(id="clicked", data=None),
             dcc.Interval(id="job-poll", interval=400, disabled=True),
             dcc.Interval(id="model-poll", interval=1000, disabled=False),
             _header(ctx),

@@ -103,6 +103,15 @@ def _text(value: Any) -> str | None:
     return str(value)
 
 
+def _as_list(value: Any) -> list[Any]:
+    """A list cell of the table (parquet gives numpy arrays) as a list; missing: []."""
+    if value is None:
+        return []
+    if isinstance(value, float) and math.isnan(value):
+        return []
+    return list(value)
+
+
 @dataclass(frozen=True)
 class ImageInfo:
     image_id: int
@@ -122,8 +131,8 @@ class ImageInfo:
     def from_table(cls, table: pd.DataFrame, image_id: int) -> ImageInfo:
         row = table.iloc[image_id]
         correct = row.get("correct")
-        labels = list(row.get("top5_labels", []) or [])
-        probs = [float(p) for p in (row.get("top5_probs", []) or [])]
+        labels = _as_list(row.get("top5_labels"))
+        probs = [float(p) for p in _as_list(row.get("top5_probs"))]
         return cls(
             image_id=image_id,
             name=str(row["name"]),
@@ -176,27 +185,22 @@ def tooltip_children(info: ImageInfo, thumb_url: str) -> list[Any]:
     return [html.Div(rows, className="tip")]
 
 
-def hover_target(hover: Mapping[str, Any] | None, n: int) -> tuple[int, dict] | None:
-    """(image id, bbox) of the hovered map point, or None (ring trace, no bbox, bad id)."""
-    if not hover or not hover.get("points"):
+def hover_target(hovered: Mapping[str, Any] | None, n: int) -> tuple[int, dict] | None:
+    """(image id, bbox) of the hovered map point ({"id", "bbox"} from the page), or None."""
+    if not hovered:
         return None
-    pt = hover["points"][0]
-    if pt.get("curveNumber") != 0 or "customdata" not in pt:
-        return None
-    image_id = parse_index(pt["customdata"], n)
-    bbox = pt.get("bbox")
+    image_id = parse_index(hovered.get("id"), n)
+    bbox = hovered.get("bbox")
     if image_id is None or not bbox:
         return None
     return image_id, bbox
 
 
-def click_target(click: Mapping[str, Any] | None, n: int) -> int | None:
-    if not click or not click.get("points"):
+def click_target(clicked: Mapping[str, Any] | None, n: int) -> int | None:
+    """Image id of a clicked map point ({"id"} from the page), or None."""
+    if not clicked:
         return None
-    pt = click["points"][0]
-    if pt.get("curveNumber") != 0:
-        return None
-    return parse_index(pt.get("customdata"), n)
+    return parse_index(clicked.get("id"), n)
 
 
 # --------------------------------------------------------------------------------------
@@ -289,7 +293,12 @@ def fmt_seconds(s: float | None) -> str:
         return f"{s * 1000:.0f} ms"
     if s < 90:
         return f"{s:.0f} s"
-    return f"{s / 60:.0f} min"
+    m, sec = divmod(round(s), 60)
+    if m < 10:
+        return f"{m} min {sec} s" if sec else f"{m} min"
+    if m < 120:
+        return f"{m} min"
+    return f"{s / 3600:.1f} h"
 
 
 def slow_prompt_text(method_label: str, estimate: float | None, device: str) -> str:

@@ -47,25 +47,22 @@ def resolve_device(device: str | None) -> str:
     return str(device)
 
 
-def model_spec(meta_model: dict[str, Any]):
-    """The ModelSpec stored in run.json's "model" (``ModelBundle.describe()``, which also
-    holds display strings such as feature_layer "input of _fc": those are not layer names)."""
-    from ..models import ModelSpec
-
-    spec = ModelSpec.from_dict(meta_model)
-    if spec.feature_layer and spec.feature_layer.startswith("input of "):
-        spec.feature_layer = None
-    return spec
-
-
 def engine_factory(run: Run, device: str) -> Callable[[ModuleType], Any]:
     """A function that rebuilds the run's model and returns a ``CamEngine`` for it."""
 
     def load_engine(cam_module: ModuleType):
-        from ..models import load_model
+        from ..models import ModelSpec, load_model
 
-        spec = model_spec(run.meta["model"])
-        bundle = load_model(spec, dataset_classes=run.class_names or None, device=device)
+        spec = ModelSpec.from_dict(run.meta["model"])
+        # Resolved here, in the loader thread: "auto" imports torch, which takes seconds.
+        bundle = load_model(spec, dataset_classes=run.class_names or None,
+                            device=resolve_device(device))
+        built_with = run.meta["model"].get("weights_fingerprint")
+        if built_with and bundle.weights_fingerprint != built_with:
+            raise FeatscopeError(
+                f"the model's weights changed since the run was built ({built_with} -> "
+                f"{bundle.weights_fingerprint}); CAMs would not match the map: rebuild the run"
+            )
         if run.class_names and len(bundle.class_names) != len(run.class_names):
             raise FeatscopeError(
                 f"the model now has {len(bundle.class_names)} classes but the run was built "
@@ -95,7 +92,6 @@ def create_app(
     code (tests); by default both load in a background thread, so nothing here waits for
     torch."""
     run = _as_run(run_or_path)
-    device = resolve_device(device) if model is None else (device if device != "auto" else "cpu")
     handle = model or ModelHandle(engine_factory(run, device))
     hashes = run.table["hash"] if "hash" in run.table else None
     cams = CamService(
@@ -111,7 +107,7 @@ def create_app(
         thumbs=ThumbCache(run.path),
         cams=cams,
         jobs=JobRegistry(),
-        device=device,
+        requested_device=device,
     )
     app = Dash(
         __name__,
@@ -185,6 +181,47 @@ def make_server(
     return server, app
 
 
+class BackgroundServer:
+    """waitress serving the app in a daemon thread (tests, notebooks, scripts)::
+
+        with BackgroundServer.start(run, port=0) as srv:
+            print(srv.url)
+    """
+
+    def __init__(self, server: Any, app: Dash):
+        self.server = server
+        self.app = app
+        self.thread = threading.Thread(target=server.run, name="featscope-server", daemon=True)
+
+    @classmethod
+    def start(cls, run_or_path: Run | str | Path | None = None, host: str = "127.0.0.1",
+              port: int = 0, *, app: Dash | None = None, **kw: Any) -> BackgroundServer:
+        server, app = make_server(run_or_path, host, port, app=app, **kw)
+        self = cls(server, app)
+        self.thread.start()
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.server.effective_host}:{self.server.effective_port}"
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Close the sockets from inside waitress's own loop (closing them from another
+        thread races with its select), then let the loop end."""
+        import waitress.wasyncore as wasyncore
+
+        self.app.featscope.jobs.cancel_all()  # type: ignore[attr-defined]
+        self.server.trigger.pull_trigger(lambda: wasyncore.close_all(self.server._map))
+        self.thread.join(timeout)
+        self.server.task_dispatcher.shutdown()
+
+    def __enter__(self) -> BackgroundServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 def serve(
     run: Run | str | Path,
     host: str = "127.0.0.1",
@@ -206,7 +243,7 @@ def serve(
     url = f"http://{shown_host}:{server.effective_port}/"
     print(f"featscope: {ctx.run.path.name}: {ctx.n:,} images, ready in "
           f"{time.perf_counter() - t0:.1f} s (the model for CAMs loads in the background, "
-          f"on {ctx.device})")
+          f"device {ctx.device})")
     if warning:
         print(warning, file=sys.stderr)
     print(f"featscope: serving on {url}  (Ctrl+C to stop)", flush=True)

@@ -28,10 +28,19 @@ _SAFE_NAME = re.compile(r"[0-9A-Za-z_-]{1,128}")
 
 
 def load_image(path: str | Path) -> Image.Image:
-    """The image as RGB with EXIF orientation applied (featscope.images does the hard cases)."""
+    """The image as RGB with EXIF orientation applied (featscope.images does the hard cases:
+    16-bit, CMYK, palette, DICOM)."""
     from ..images import load_image as _load
 
     return _load(path)
+
+
+def load_reduced(path: str | Path, min_side: int) -> Image.Image:
+    """Like ``load_image``, but a JPEG may decode at a reduced scale (shorter side still at
+    least ``min_side``): a 24-megapixel photo becomes a thumbnail in milliseconds."""
+    from ..images import open_image
+
+    return open_image(path, draft_min_side=min_side)[0]
 
 
 def cache_name(content_hash: str | None, fallback: str) -> str:
@@ -61,11 +70,11 @@ class ThumbCache:
         self,
         run_dir: Path,
         size: int = THUMB_SIZE,
-        loader: Callable[[Path], Image.Image] = load_image,
+        loader: Callable[[Path], Image.Image] | None = None,
     ):
         self.dir = Path(run_dir) / "thumbs"
         self.size = size
-        self.loader = loader
+        self.loader = loader or (lambda p: load_reduced(p, size))
         self._warned = False
 
     def path_for(self, content_hash: str | None, fallback: str) -> Path:
@@ -102,7 +111,7 @@ class ThumbCache:
             return target.read_bytes(), "image/jpeg"
         except FileNotFoundError:
             pass
-        img = self.loader(image_path)
+        img = load_reduced(image_path, DISPLAY_MAX_SIDE // 2)
         img.thumbnail((DISPLAY_MAX_SIDE, DISPLAY_MAX_SIDE), Image.LANCZOS)
         data = encode_jpeg(img, quality=90)
         try:
