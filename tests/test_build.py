@@ -340,3 +340,26 @@ def test_torchscript_model_with_feature_output(tmp_path, class_dataset):
     assert run.features.shape == (30, 32)  # the second output, not the 3 logits
     assert run.probs.shape == (30, 3)
     np.testing.assert_allclose(run.probs.sum(1), 1, atol=1e-5)
+
+
+def test_new_head_reuses_features_and_recomputes_predictions(tmp_path, head_checkpoint):
+    from featscope.images import open_image
+    from featscope.models import ModelSpec, load_model
+
+    data = make_class_dataset(tmp_path / "d", n=4)
+    out = tmp_path / "run"
+    first = build(data, out)  # ImageNet head: 1000 classes
+    assert first.probs.shape == (12, 1000)
+    tuned = build(data, out, weights=head_checkpoint)  # retrained head, same backbone
+    assert tuned.meta["counts"]["extracted_now"] == 0
+    assert tuned.probs.shape == (12, 3) and tuned.class_names == ["cat", "coffee", "rocket"]
+    np.testing.assert_array_equal(np.asarray(first.features), np.asarray(tuned.features))
+    # The recomputed predictions equal a real forward pass of the fine-tuned model.
+    bundle = load_model(ModelSpec("efficientnet-lite0", weights=str(head_checkpoint)))
+    for i in (0, 5, 11):
+        path = tuned.table["path"].iloc[i]
+        img, _ = open_image(path, draft_min_side=bundle.preprocess.resize)  # as the build reads
+        with torch.inference_mode():
+            p = torch.softmax(bundle.model(bundle.preprocess.to_tensor(img)), 1)[0].numpy()
+        np.testing.assert_allclose(tuned.probs[i], p, atol=1e-4)
+    assert tuned.table["correct"].all()

@@ -124,7 +124,9 @@ def build(
     timings["hash"] = time.perf_counter() - t
 
     # 2. Extract what the cache lacks (each distinct content once).
-    store = FeatureStore(cache_dir / bundle.fingerprint)
+    # Features are keyed by the backbone alone when predictions can be recomputed from them.
+    feature_key = bundle.backbone_fingerprint
+    store = FeatureStore(cache_dir / feature_key)
     todo: dict[str, Path] = {}
     for rec, d in zip(ds.records, digests, strict=True):
         if d is not None and d not in store and d not in todo:
@@ -166,7 +168,10 @@ def build(
     features = np.lib.format.open_memmap(data_dir / "features.npy", "w+", np.float32, (n, dim))
     probs = np.lib.format.open_memmap(data_dir / "probs.npy", "w+", np.float32, (n, n_classes))
     sizes = np.zeros((n, 2), np.int32)
-    store.gather(kept_digests, features, probs, sizes)
+    recompute = bundle.probs_from_features
+    store.gather(kept_digests, features, None if recompute else probs, sizes)
+    if recompute:
+        _softmax_into(bundle, features, probs)
     fault_point("gather")
     features.flush()
     probs.flush()
@@ -174,7 +179,7 @@ def build(
     # 4. Projection, cached by (features identity, parameters).
     config = UMAPConfig(n_components=dims, n_neighbors=neighbors, min_dist=min_dist, seed=seed)
     t = time.perf_counter()
-    coords, proj_info = _project_cached(cache_dir / "projections", bundle.fingerprint,
+    coords, proj_info = _project_cached(cache_dir / "projections", feature_key,
                                         kept_digests, features, config, reproject)
     timings["project"] = time.perf_counter() - t
     if dims == 3:
@@ -185,7 +190,7 @@ def build(
 
     # 5. Feature-space neighbours (for the app's neighbour panel and the suspect scores).
     t = time.perf_counter()
-    nbrs = _neighbors_cached(cache_dir / "neighbors", bundle.fingerprint, kept_digests, features,
+    nbrs = _neighbors_cached(cache_dir / "neighbors", feature_key, kept_digests, features,
                              progress)
     save_npy(data_dir / "neighbors.npy", nbrs.index)
     save_npy(data_dir / "neighbor_sims.npy", nbrs.similarity)
@@ -226,6 +231,16 @@ def build(
     _summarise_skipped(skipped)
     log.info("built %d images in %.1f s", n, timings["total"])
     return load(out)
+
+
+def _softmax_into(bundle: ModelBundle, features: np.ndarray, probs: np.ndarray,
+                  block: int = 4096) -> None:
+    """Predictions of the current head from the stored features, block by block."""
+    for start in range(0, len(features), block):
+        logits = bundle.logits_from_features(features[start : start + block])
+        logits -= logits.max(axis=1, keepdims=True)
+        e = np.exp(logits)
+        probs[start : start + block] = e / e.sum(axis=1, keepdims=True)
 
 
 def _key(*parts: object) -> str:

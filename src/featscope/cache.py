@@ -144,9 +144,10 @@ class FeatureStore:
         self._open_chunk(final)
         return final
 
-    def gather(self, digests: list[str], out_features: np.ndarray, out_probs: np.ndarray,
+    def gather(self, digests: list[str], out_features: np.ndarray, out_probs: np.ndarray | None,
                out_sizes: np.ndarray) -> None:
-        """Copy the rows of ``digests`` (in order) into the output arrays, chunk by chunk."""
+        """Copy the rows of ``digests`` (in order) into the output arrays, chunk by chunk
+        (``out_probs`` None: the caller recomputes predictions from the features)."""
         by_chunk: dict[int, list[tuple[int, int]]] = {}
         for i, d in enumerate(digests):
             loc = self.index[d]
@@ -156,5 +157,6 @@ class FeatureStore:
             src = np.fromiter((p[1] for p in pairs), dtype=np.int64, count=len(pairs))
             chunk = self._chunks[c]
             out_features[dst] = chunk["features"][src]
-            out_probs[dst] = chunk["probs"][src]
+            if out_probs is not None:
+                out_probs[dst] = chunk["probs"][src]
             out_sizes[dst] = chunk["sizes"][src]

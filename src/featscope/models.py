@@ -9,6 +9,7 @@ families featscope understands, a ``head`` that maps the CAM layer's activation 
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import logging
 import pickle
@@ -17,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -74,6 +76,39 @@ class ModelBundle:
             repr(sorted(self.preprocess.to_dict().items())),
         ]
         return hashlib.sha256("|".join(key).encode()).hexdigest()[:16]
+
+    @property
+    def probs_from_features(self) -> bool:
+        """True when the logits are the final Linear applied to the stored features, so
+        predictions can be recomputed from cached features (a new head needs no extraction)."""
+        return self.feature_layer_name is None and not isinstance(self.model, torch.jit.ScriptModule)
+
+    @functools.cached_property
+    def backbone_fingerprint(self) -> str:
+        """Identity of the features alone: every weight except the final classifier layer's.
+
+        Retraining only the head (fix labels, retrain) keeps it, so features are reused.
+        """
+        if not self.probs_from_features:
+            return self.fingerprint
+        h = hashlib.blake2b(digest_size=8)
+        h.update(repr((self.spec.name, sorted(self.preprocess.to_dict().items()))).encode())
+        skip = self.classifier_name + "."
+        for key, value in sorted(self.model.state_dict().items()):
+            if key.startswith(skip):
+                continue
+            h.update(key.encode())
+            h.update(value.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().data)
+        return "bb-" + h.hexdigest()
+
+    def logits_from_features(self, features: np.ndarray) -> np.ndarray:
+        """The final Linear layer applied to stored features (float32, on the CPU)."""
+        layer = self.module(self.classifier_name)
+        w = layer.weight.detach().float().cpu().numpy()
+        out = np.asarray(features, np.float32) @ w.T
+        if layer.bias is not None:
+            out += layer.bias.detach().float().cpu().numpy()
+        return out
 
     def module(self, name: str) -> nn.Module:
         return resolve_module(self.model, name)

@@ -106,7 +106,7 @@ def _head_step(out: Path, seed: int, stamps: dict[str, Any], manifest: Path) -> 
         return checkpoint
     log.info("[2/3] demo classifier: training a head on frozen %s features", MODEL)
     t = time.perf_counter()
-    train_demo_head(manifest, checkpoint, seed=seed)
+    train_demo_head(manifest, checkpoint, out / "demo", seed=seed)
     log.info("[2/3] demo classifier saved in %.1f s: %s", time.perf_counter() - t, checkpoint)
     _save_stamp(out, stamps, "head", key=key, checkpoint=_file_sha(checkpoint))
     return checkpoint

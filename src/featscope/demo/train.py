@@ -11,13 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from ..atomic import write_atomic
-from ..extract import FeatureHook, forward_batch
-from ..images import open_image
 from ..models import ModelBundle, ModelSpec, load_model
 
 log = logging.getLogger(__name__)
@@ -26,27 +22,6 @@ MODEL = "efficientnet-lite0"
 # Inverse L2 strength of the logistic regression: confident on ordinary images (mean top
 # probability ~0.98 on the untouched test images) without over-fitting 60 images a class.
 HEAD_C = 0.1
-
-
-def extract_features(
-    paths: Sequence[Path], bundle: ModelBundle, batch_size: int = 8, progress: bool = True
-) -> np.ndarray:
-    """Features [N, D] of ``paths``: the classifier's input, read exactly as ``build`` reads."""
-    hook = FeatureHook(bundle)
-    pre = bundle.preprocess
-    out: list[np.ndarray] = []
-    try:
-        with tqdm(total=len(paths), desc="training features", unit="img",
-                  disable=not progress) as bar:
-            for i in range(0, len(paths), batch_size):
-                batch = [pre.to_array(open_image(p, draft_min_side=pre.resize)[0])
-                         for p in paths[i : i + batch_size]]
-                feats, _ = forward_batch(bundle, hook, torch.from_numpy(np.stack(batch)))
-                out.append(feats)
-                bar.update(len(batch))
-    finally:
-        hook.remove()
-    return np.concatenate(out)
 
 
 def train_head(
@@ -77,17 +52,22 @@ def save_checkpoint(
     return Path(path)
 
 
-def train_demo_head(manifest: Path, checkpoint: Path, seed: int = 0,
+def train_demo_head(manifest: Path, checkpoint: Path, run_dir: Path, seed: int = 0,
                     progress: bool = True) -> Path:
-    """Fit the head on the manifest's training split and save it as ``checkpoint``."""
-    manifest = Path(manifest)
-    table = pd.read_csv(manifest)
-    train = table[table["split"] == "train"]
-    class_names = sorted(table["label"].unique())
-    bundle = load_model(ModelSpec(MODEL))  # the ImageNet backbone, frozen
-    log.info("training the demo head on %d training images (%d classes)", len(train),
+    """Fit the head on the manifest's training split and save it as ``checkpoint``.
+
+    The features come from an ordinary ``featscope build`` with the ImageNet head into
+    ``run_dir``: it extracts every image once, and the later build with the trained head
+    reuses those features (same backbone) instead of extracting again.
+    """
+    import featscope
+
+    run = featscope.build(manifest, run_dir, model=MODEL, seed=seed, progress=progress)
+    train = (run.table["split"] == "train").to_numpy()
+    labels = run.table["label"][train].astype(str).tolist()
+    class_names = sorted(run.table["label"].dropna().astype(str).unique())
+    log.info("training the demo head on %d training images (%d classes)", int(train.sum()),
              len(class_names))
-    feats = extract_features([manifest.parent / p for p in train["path"]], bundle,
-                             progress=progress)
-    weight, bias = train_head(feats, train["label"].tolist(), class_names, seed=seed)
+    weight, bias = train_head(np.asarray(run.features)[train], labels, class_names, seed=seed)
+    bundle = load_model(ModelSpec(MODEL))  # the ImageNet backbone the head sits on
     return save_checkpoint(checkpoint, weight, bias, class_names, bundle)
