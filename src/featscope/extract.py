@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,8 +78,7 @@ class _ImageFiles(Dataset):
             img, (w, h) = open_image(
                 path, draft_min_side=self.preprocess.resize, max_pixels=self.max_pixels
             )
-            arr = self.preprocess.to_array(img)
-            return arr, i, "", w, h
+            return self.preprocess.to_uint8(img), i, "", w, h
         except ImageLoadError as exc:
             return None, i, str(exc), 0, 0
         except Exception as exc:  # noqa: BLE001 - one odd file must not stop the build
@@ -129,9 +131,16 @@ class FeatureHook:
 
 def forward_batch(bundle: ModelBundle, hook: FeatureHook, x: torch.Tensor,
                   precision: str = "fp32") -> tuple[np.ndarray, np.ndarray]:
-    """One batch -> (features float32 [B,D], softmax probs float32 [B,C])."""
+    """One batch -> (features float32 [B,D], softmax probs float32 [B,C]).
+
+    ``x`` is either uint8 [B, H, W, 3] straight from the loader (normalised here, on the
+    device) or an already normalised float [B, 3, H, W].
+    """
     dev = bundle.device
-    x = x.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
+    x = x.to(dev, non_blocking=True)
+    if x.dtype == torch.uint8:
+        x = bundle.preprocess.normalize_batch(x)
+    x = x.contiguous(memory_format=torch.channels_last)
     autocast = (
         torch.autocast(device_type=dev.type, dtype=torch.bfloat16)
         if precision == "bf16"
@@ -185,7 +194,8 @@ def extract(
     bar = _progress(len(items), settings.progress)
     start = time.perf_counter()
     try:
-        for x, idx, failed, sizes in loader:
+        batches = _prefetch(loader) if report.workers == 0 else iter(loader)
+        for x, idx, failed, sizes in batches:
             for i, reason in failed:
                 path = str(items[i][1])
                 report.failures.append((path, reason))
@@ -210,6 +220,45 @@ def extract(
         bar.close()
         report.seconds = time.perf_counter() - start
     return report
+
+
+def _prefetch(loader: DataLoader, depth: int = 2) -> Iterator:
+    """Read the next batches in a thread while the model runs on this one.
+
+    Without worker processes the loader would otherwise sit idle during every forward pass;
+    Pillow's decoding and resizing release the GIL, so the two overlap.
+    """
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for item in loader:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
+            q.put(exc)
+
+    thread = threading.Thread(target=produce, name="featscope-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
 
 
 def _progress(total: int, enabled: bool):

@@ -51,8 +51,8 @@ class Preprocess:
         top = int(round((rh - self.crop) / 2.0))
         return left, top, left + self.crop, top + self.crop
 
-    def to_array(self, image: Image.Image) -> np.ndarray:
-        """RGB PIL image -> float32 CHW array, normalised (no batch dimension)."""
+    def to_uint8(self, image: Image.Image) -> np.ndarray:
+        """RGB PIL image -> resized, centre-cropped uint8 HWC array (not yet normalised)."""
         w, h = image.size
         rw, rh = self.resized_size(w, h)
         img = image.resize((rw, rh), _RESAMPLE[self.interpolation])
@@ -61,10 +61,23 @@ class Preprocess:
             img = _pad_to(img, self.crop)
             left, top = max(left, 0), max(top, 0)
             right, bottom = left + self.crop, top + self.crop
-        img = img.crop((left, top, right, bottom))
-        arr = np.asarray(img, dtype=np.float32) * (1.0 / 255.0)
-        arr = (arr - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
-        return np.ascontiguousarray(arr.transpose(2, 0, 1))
+        return np.asarray(img.crop((left, top, right, bottom)), dtype=np.uint8)
+
+    def normalize_batch(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 [B, H, W, 3] -> normalised float [B, 3, H, W] in channels_last memory format.
+
+        Done in torch on whole batches (multi-threaded, and the HWC layout already is
+        channels_last), rather than per image in the loader.
+        """
+        x = batch.permute(0, 3, 1, 2).float()
+        mean = torch.tensor(self.mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+        return x.mul_(1.0 / 255.0).sub_(mean).div_(std)
+
+    def to_array(self, image: Image.Image) -> np.ndarray:
+        """RGB PIL image -> float32 CHW array, normalised (no batch dimension)."""
+        x = self.normalize_batch(torch.from_numpy(self.to_uint8(image).copy())[None])
+        return np.ascontiguousarray(x[0].numpy())
 
     def to_tensor(self, image: Image.Image) -> torch.Tensor:
         """RGB PIL image -> [1, 3, crop, crop] float tensor."""
