@@ -7,11 +7,11 @@ import sys
 import time
 
 import torch
-from common import Row, interleaved
-from helpers import photo
 
+from common import Row, interleaved
 from featscope.cam import CamEngine
 from featscope.models import ModelSpec, load_model
+from helpers import photo
 
 
 def run(quick: bool = False) -> list[Row]:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import Row, interleaved, real_size_jpegs
 
+from common import Row, interleaved, real_size_jpegs
 from featscope.cache import FeatureStore
 from featscope.extract import ExtractSettings, extract, pick_batch_size
 from featscope.images import load_image

@@ -10,8 +10,9 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from common import ROOT, Row
 from PIL import Image
+
+from common import ROOT, Row
 
 
 def _images(root: Path, n: int) -> None:

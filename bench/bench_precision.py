@@ -7,8 +7,8 @@ import time
 
 import numpy as np
 import torch
-from common import Row, interleaved
 
+from common import Row, interleaved
 from featscope.extract import FeatureHook, forward_batch
 from featscope.models import ModelSpec, load_model
 

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import Row, real_size_jpegs
 
+from common import Row, real_size_jpegs
 from featscope.projection import UMAPConfig, project
 
 _FRESH = """

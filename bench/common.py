@@ -59,8 +59,9 @@ def timed(fn: Callable[[], object]) -> float:
 def real_size_jpegs(root: Path, n: int, long_side: int = 1600, seed: int = 0) -> list[Path]:
     """``n`` camera-sized JPEGs: random crops of skimage photos upscaled to ``long_side``."""
     import numpy as np
-    from helpers import PHOTOS, photo, random_crops
     from PIL import Image
+
+    from helpers import PHOTOS, photo, random_crops
 
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)

@@ -225,3 +225,22 @@ def make_big_run(root: Path, n: int = 100_000, n_classes: int = 10, seed: int = 
             "class_names": classes}
     (run / "run.json").write_text(json.dumps(meta), encoding="utf-8")
     return run
+
+
+def add_neighbours_and_scores(run_dir: Path, proj3d: bool = False) -> Path:
+    """Give a hand-written run what ``featscope build`` stores since format 1 gained them:
+    the exact neighbour table of its features, the suspect scores (the project's own
+    functions) and, optionally, a 3-D projection."""
+    from featscope.neighbors import exact_knn
+    from featscope.scores import add_scores
+    from featscope.store import load
+
+    run = load(run_dir)
+    table = exact_knn(np.asarray(run.features), k=min(30, len(run) - 1))
+    np.save(run.data_dir / "neighbors.npy", table.index)
+    np.save(run.data_dir / "neighbor_sims.npy", table.similarity)
+    add_scores(run.table.copy(), table).to_parquet(run.data_dir / "table.parquet", index=False)
+    if proj3d:
+        rng = np.random.default_rng(3)
+        np.save(run.data_dir / "proj3d.npy", rng.normal(size=(len(run), 3)).astype(np.float32))
+    return Path(run_dir)

@@ -223,14 +223,6 @@ def test_legend_rows_show_class_names_as_text(data):
     assert "dangerously_allow_html" not in json.dumps(rows[2].to_plotly_json(), default=str)
 
 
-def test_selection_summary_counts_visible_points(run, data):
-    points = [{"curveNumber": 0, "customdata": i} for i in range(10)]
-    text = F.selection_summary(data, F.ViewState(mode="label"), points)
-    wrong = int((~run.table["correct"].to_numpy(dtype=bool)[:10]).sum())
-    assert text.startswith("10 selected") and f"{wrong} misclassified" in text
-    assert F.selection_summary(data, F.ViewState(mode="label"), None) == ""
-
-
 def test_default_size_and_opacity_shrink_with_more_points():
     assert F.default_size(30) > F.default_size(1000) > F.default_size(100_000) >= 3
     assert F.default_opacity(30) > F.default_opacity(100_000) >= 0.4

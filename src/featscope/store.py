@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,12 @@ class Run:
         from .scores import suspects
 
         return suspects(self.table, by)
+
+    def selection(self, ids: Iterable[int]) -> pd.DataFrame:
+        """Selected images as the app exports them: id, path, label, pred, confidence, x, y."""
+        from .app.selection import selection_table
+
+        return selection_table(self.table, ids)
 
     def confusion(self) -> pd.DataFrame:
         """Confusion matrix (true label x predicted label) of the labelled images."""

@@ -38,18 +38,18 @@ from .panels import (
 log = logging.getLogger(__name__)
 
 
-def _view(ctx: AppContext, mode, hidden, show, conf) -> F.ViewState:
-    return F.ViewState.from_inputs(ctx.data, mode, hidden, show, conf)
+def _view(ctx: AppContext, mode, hidden, show, conf, filters=None) -> F.ViewState:
+    return F.ViewState.from_inputs(ctx.data, mode, hidden, show, conf, filters)
 
 
 # --------------------------------------------------------------------------------------
 # Map: colour mode, legend, filters, size, opacity
 
 
-def mode_update(ctx: AppContext, mode: str | None, show: str | None, conf: list[float] | None
-                ) -> tuple[Any, list[Any], list[str]]:
+def mode_update(ctx: AppContext, mode: str | None, show: str | None, conf: list[float] | None,
+                filters: dict | None = None) -> tuple[Any, list[Any], list[str]]:
     """(figure Patch, legend rows, hidden keys) for a new colour mode: all entries shown."""
-    view = _view(ctx, mode, [], show, conf)
+    view = _view(ctx, mode, [], show, conf, filters)
     entries, _ = F.legend(ctx.data, view.mode)
     return F.color_patch(ctx.data, view), F.legend_rows(entries), []
 
@@ -72,8 +72,10 @@ def clicked_index(triggered: list[dict[str, Any]]) -> int | None:
 def filter_update(
     ctx: AppContext, trigger: str | None, clicked: int | None, mode: str | None,
     hidden: list[str] | None, show: str | None, conf: list[float] | None,
+    filters: dict | None = None,
 ) -> tuple[Any, list[str], list[str]]:
-    """(figure Patch, legend row classes, hidden keys) after a legend click or a filter."""
+    """(figure Patch, legend row classes, hidden keys) after a legend click or a filter
+    (``filters``: the class, split and file-name filters, see ``ViewState.from_inputs``)."""
     entries, _ = F.legend(ctx.data, _view(ctx, mode, [], show, conf).mode)
     keys = [e.key for e in entries]
     hidden_set = set(hidden or ())
@@ -86,20 +88,20 @@ def filter_update(
             raise PreventUpdate
         hidden_set ^= {keys[clicked]}
     new_hidden = [k for k in keys if k in hidden_set]
-    view = _view(ctx, mode, new_hidden, show, conf)
+    view = _view(ctx, mode, new_hidden, show, conf, filters)
     classes = [F.legend_row_class(e, new_hidden) for e in entries]
     return F.color_patch(ctx.data, view), classes, new_hidden
 
 
 def hover_update(
-    ctx: AppContext, hover: dict | None, mode, hidden, show, conf
+    ctx: AppContext, hover: dict | None, mode, hidden, show, conf, filters=None
 ) -> tuple[bool, Any, Any]:
     """(show, bbox, children) of the tooltip for a hovered point; hidden points show none."""
     target = hover_target(hover, ctx.n)
     if target is None:
         return False, no_update, no_update
     image_id, bbox = target
-    if not F.is_visible(ctx.data, _view(ctx, mode, hidden, show, conf), image_id):
+    if not F.is_visible(ctx.data, _view(ctx, mode, hidden, show, conf, filters), image_id):
         return False, no_update, no_update
     info = ImageInfo.from_table(ctx.table, image_id)
     return True, bbox, tooltip_children(info, ctx.thumb_url(image_id))
@@ -111,18 +113,23 @@ def hover_update(
 
 def select_update(
     ctx: AppContext, triggered: set[str], click: dict | None, search: str | None,
-    current: dict | None, view: F.ViewState,
+    current: dict | None, view: F.ViewState, dims: int | None = 2,
 ) -> tuple[Any, Any, Any]:
     """(selection store, url search, ring Patch). Selection: {id, cls, method} or None.
-    ``triggered``: ids of the inputs that changed (on page load several at once)."""
+    ``triggered``: ids of the inputs that changed (on page load several at once). A click
+    with a ``source`` (gallery, neighbours, suspects) opens its image even when the filters
+    hide it on the map; a click on the map itself only hits visible points."""
+    dims = 3 if dims == 3 else 2
     if "detail-close" in triggered:
-        return None, "", F.selection_patch(ctx.data, None)
+        return None, "", F.selection_patch(ctx.data, None, dims)
     if "clicked" in triggered and click:
         image_id = click_target(click, ctx.n)
-        if image_id is None or not F.is_visible(ctx.data, view, image_id):
+        if image_id is None:
+            raise PreventUpdate
+        if not click.get("source") and not F.is_visible(ctx.data, view, image_id):
             raise PreventUpdate
         sel = {"id": image_id, "cls": None, "method": None}
-        return sel, format_url(image_id), F.selection_patch(ctx.data, image_id)
+        return sel, format_url(image_id), F.selection_patch(ctx.data, image_id, dims)
     if "url" not in triggered:
         raise PreventUpdate
     # The URL changed (page load, back/forward, or our own update).
@@ -133,9 +140,9 @@ def select_update(
     if state.image_id == current_id:
         raise PreventUpdate  # our own URL update, or nothing new
     if state.image_id is None:
-        return None, no_update, F.selection_patch(ctx.data, None)
+        return None, no_update, F.selection_patch(ctx.data, None, dims)
     sel = {"id": state.image_id, "cls": state.target, "method": state.method}
-    return sel, no_update, F.selection_patch(ctx.data, state.image_id)
+    return sel, no_update, F.selection_patch(ctx.data, state.image_id, dims)
 
 
 def detail_update(ctx: AppContext, selection: dict | None) -> dict[str, Any]:
@@ -352,7 +359,8 @@ def _dup(outputs: dict[str, Output]) -> dict[str, Output]:
 
 def register_callbacks(app: Dash, ctx: AppContext) -> None:
     view_states = [State("color-mode", "value"), State("hidden", "data"),
-                   State("show-filter", "value"), State("conf-range", "value")]
+                   State("show-filter", "value"), State("conf-range", "value"),
+                   State("filters", "data")]
 
     @app.callback(
         Output("map", "figure", allow_duplicate=True),
@@ -361,10 +369,11 @@ def register_callbacks(app: Dash, ctx: AppContext) -> None:
         Input("color-mode", "value"),
         State("show-filter", "value"),
         State("conf-range", "value"),
+        State("filters", "data"),
         prevent_initial_call=True,
     )
-    def _on_mode(mode, show, conf):
-        return mode_update(ctx, mode, show, conf)
+    def _on_mode(mode, show, conf, filters):
+        return mode_update(ctx, mode, show, conf, filters)
 
     @app.callback(
         Output("map", "figure", allow_duplicate=True),
@@ -375,15 +384,16 @@ def register_callbacks(app: Dash, ctx: AppContext) -> None:
         Input("legend-none", "n_clicks"),
         Input("show-filter", "value"),
         Input("conf-range", "value"),
+        Input("filters", "data"),
         State("color-mode", "value"),
         State("hidden", "data"),
         prevent_initial_call=True,
     )
-    def _on_filter(_items, _all, _none, show, conf, mode, hidden):
+    def _on_filter(_items, _all, _none, show, conf, filters, mode, hidden):
         tid = callback_context.triggered_id
         trigger = "legend-item" if isinstance(tid, dict) else _trigger()
         clicked = clicked_index(callback_context.triggered) if trigger == "legend-item" else None
-        return filter_update(ctx, trigger, clicked, mode, hidden, show, conf)
+        return filter_update(ctx, trigger, clicked, mode, hidden, show, conf, filters)
 
     @app.callback(
         Output("map", "figure", allow_duplicate=True),
@@ -410,14 +420,8 @@ def register_callbacks(app: Dash, ctx: AppContext) -> None:
     def _on_hover(hover, *view):
         return hover_update(ctx, hover, *view)
 
-    @app.callback(
-        Output("selection-summary", "children"),
-        Input("map", "selectedData"),
-        *view_states,
-    )
-    def _on_select_box(selected, *view):
-        points = (selected or {}).get("points")
-        return F.selection_summary(ctx.data, _view(ctx, *view), points)
+    # Box and lasso selections are handled in explore_callbacks.py: the page packs the
+    # selected points into a bit set, so 100k selected points never travel as JSON.
 
     @app.callback(
         Output("selection", "data"),
@@ -427,14 +431,15 @@ def register_callbacks(app: Dash, ctx: AppContext) -> None:
         Input("url", "search"),
         Input("detail-close", "n_clicks"),
         State("selection", "data"),
+        State("map-dims", "value"),
         *view_states,
         prevent_initial_call="initial_duplicate",
     )
-    def _on_select(click, search, close, current, *view):
+    def _on_select(click, search, close, current, dims, *view):
         triggered = {p.rsplit(".", 1)[0] for p in callback_context.triggered_prop_ids}
         if not close:
             triggered.discard("detail-close")
-        return select_update(ctx, triggered, click, search, current, _view(ctx, *view))
+        return select_update(ctx, triggered, click, search, current, _view(ctx, *view), dims)
 
     @app.callback(
         output={

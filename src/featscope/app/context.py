@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 import pandas as pd
 
 from ..store import Run
+from .camgallery import CamGalleries
 from .cams import CamService
 from .figures import MapData
 from .jobs import JobRegistry
@@ -30,6 +31,7 @@ class AppContext:
     # when the app starts), so URLs read it when they are made.
     app_config: Any = None
     version: str = field(default="")
+    galleries: CamGalleries = field(default_factory=CamGalleries)  # CAM galleries by job
 
     def __post_init__(self) -> None:
         if not self.version:

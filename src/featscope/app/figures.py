@@ -17,7 +17,10 @@ Design (why it looks like this):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,12 +93,30 @@ class MapData:
     colors: dict[str, str]  # class name -> colour, the same in every mode
     has_labels: bool
     has_correct: bool
+    split_code: np.ndarray | None = None  # int32 [N] index into ``splits``, -1 none
+    splits: list[str] = field(default_factory=list)
+    names: np.ndarray | None = None  # object [N]: what the file-name search looks at
+    proj3d: np.ndarray | None = None  # float32 [N, 3] when the run has a 3-D map
     _legends: dict[str, tuple[list[LegendEntry], np.ndarray]] = field(
         default_factory=dict, repr=False
     )
+    _masks: OrderedDict[Any, np.ndarray] = field(default_factory=OrderedDict, repr=False)
+    _search: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return len(self.x)
+
+    @property
+    def has_3d(self) -> bool:
+        return self.proj3d is not None and len(self.proj3d) == len(self.x)
+
+    @property
+    def has_unlabelled(self) -> bool:
+        return bool((self.label_code < 0).any())
+
+    @property
+    def has_splits(self) -> bool:
+        return bool(self.splits)
 
     @property
     def n_wrong(self) -> int:
@@ -110,6 +131,12 @@ class ViewState:
     hidden: frozenset[str] = frozenset()
     show: str = "all"
     conf_range: tuple[float, float] = (0.0, 1.0)
+    # Filters: empty means "any". Classes are indices into ``MapData.vocab`` (-1: no label),
+    # splits into ``MapData.splits`` (-1: none); ``search`` matches file names.
+    labels: frozenset[int] = frozenset()
+    preds: frozenset[int] = frozenset()
+    splits: frozenset[int] = frozenset()
+    search: str = ""
 
     @classmethod
     def from_inputs(
@@ -119,17 +146,32 @@ class ViewState:
         hidden: Iterable[str] | None,
         show: str | None,
         conf_range: Sequence[float] | None,
+        filters: Mapping[str, Any] | None = None,
     ) -> ViewState:
-        """Build from raw control values (anything unknown falls back to the default)."""
+        """Build from raw control values (anything unknown falls back to the default).
+        ``filters``: {"labels", "preds", "splits": [index, ...], "search": str}."""
         mode = mode if mode in available_modes(data) else default_mode(data)
         keys = {e.key for e in legend(data, mode)[0]}
         lo, hi = (list(conf_range) if conf_range else [0.0, 1.0])[:2]
+        f = filters or {}
         return cls(
             mode=mode,
             hidden=frozenset(k for k in (hidden or ()) if k in keys),
             show=show if show in available_filters(data) else "all",
             conf_range=(float(lo), float(hi)),
+            labels=_indices(f.get("labels"), -1, len(data.vocab)),
+            preds=_indices(f.get("preds"), 0, len(data.vocab)),
+            splits=_indices(f.get("splits"), -1, len(data.splits)),
+            search=str(f.get("search") or "").strip()[:200],
         )
+
+
+def _indices(values: Any, lo: int, hi: int) -> frozenset[int]:
+    """Valid integer indices in [lo, hi) out of a control's raw value (a list)."""
+    if not isinstance(values, (list, tuple)):
+        return frozenset()
+    return frozenset(int(v) for v in values
+                     if isinstance(v, int) and not isinstance(v, bool) and lo <= v < hi)
 
 
 # --------------------------------------------------------------------------------------
@@ -150,8 +192,10 @@ def id_dtype(n: int) -> np.dtype:
     return np.dtype(np.uint32)
 
 
-def map_data(table: pd.DataFrame, class_names: Sequence[str] = ()) -> MapData:
-    """Extract the compact per-point arrays and the class vocabulary from a run table."""
+def map_data(table: pd.DataFrame, class_names: Sequence[str] = (),
+             proj3d: np.ndarray | None = None) -> MapData:
+    """Extract the compact per-point arrays and the class vocabulary from a run table
+    (``proj3d``: the run's optional 3-D projection)."""
     n = len(table)
     labels = _label_strings(table["label"]) if "label" in table else np.full(n, None, object)
     preds = np.array([str(v) for v in table["pred"]], dtype=object)
@@ -176,6 +220,19 @@ def map_data(table: pd.DataFrame, class_names: Sequence[str] = ()) -> MapData:
         )
     else:
         correct = np.full(n, -1, np.int8)
+    splits: list[str] = []
+    split_code = np.full(n, -1, np.int32)
+    if "split" in table:
+        split_values = _label_strings(table["split"])
+        splits = sorted({v for v in split_values if v is not None})
+        where = {v: i for i, v in enumerate(splits)}
+        split_code = np.array([where[v] if v is not None else -1 for v in split_values],
+                              np.int32)
+    name_col = "relpath" if "relpath" in table else "name" if "name" in table else None
+    names = (np.array([str(v) for v in table[name_col]], dtype=object) if name_col
+             else np.full(n, "", object))
+    if proj3d is not None:
+        proj3d = np.ascontiguousarray(np.asarray(proj3d, dtype=np.float32))
     return MapData(
         x=np.ascontiguousarray(table["x"].to_numpy(dtype=np.float32)),
         y=np.ascontiguousarray(table["y"].to_numpy(dtype=np.float32)),
@@ -188,6 +245,10 @@ def map_data(table: pd.DataFrame, class_names: Sequence[str] = ()) -> MapData:
         colors=colors,
         has_labels=has_labels,
         has_correct=bool((correct >= 0).any()),
+        split_code=split_code,
+        splits=splits,
+        names=names,
+        proj3d=proj3d if proj3d is not None and len(proj3d) == n else None,
     )
 
 
@@ -262,8 +323,49 @@ def legend(data: MapData, mode: str) -> tuple[list[LegendEntry], np.ndarray]:
     return entries, codes
 
 
+MASK_CACHE = 16
+_MASK_LOCK = threading.Lock()
+
+
 def visible_mask(data: MapData, view: ViewState) -> np.ndarray:
-    """Which points the current legend and filters show (bool [N])."""
+    """Which points the current legend and filters show (bool [N], read-only). Cached per
+    view: hover, gallery, tables and exports all ask for the same mask."""
+    with _MASK_LOCK:  # waitress threads share the cache
+        hit = data._masks.get(view)
+        if hit is not None:
+            data._masks.move_to_end(view)
+            return hit
+    mask = _visible_mask(data, view)
+    mask.flags.writeable = False
+    with _MASK_LOCK:
+        data._masks[view] = mask
+        while len(data._masks) > MASK_CACHE:
+            data._masks.popitem(last=False)
+    return mask
+
+
+def name_matches(data: MapData, search: str) -> np.ndarray:
+    """File names (relative paths) that contain ``search``, ignoring case; ``*`` and ``?``
+    work as wildcards."""
+    key = search.casefold()
+    with _MASK_LOCK:
+        hit = data._search.get(key)
+    if hit is not None:
+        return hit
+    names = pd.Series(data.names if data.names is not None else np.full(len(data), "", object))
+    lowered = names.str.casefold()
+    if "*" in key or "?" in key:
+        pattern = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in key)
+        out = lowered.str.contains(pattern, regex=True, flags=re.S).to_numpy(dtype=bool)
+    else:
+        out = lowered.str.contains(key, regex=False).to_numpy(dtype=bool)
+    with _MASK_LOCK:
+        data._search.clear()  # one search at a time: typing replaces it
+        data._search[key] = out
+    return out
+
+
+def _visible_mask(data: MapData, view: ViewState) -> np.ndarray:
     entries, codes = legend(data, view.mode)
     mask = np.ones(len(data), bool)
     if view.hidden and entries:
@@ -277,6 +379,14 @@ def visible_mask(data: MapData, view: ViewState) -> np.ndarray:
     if lo > 0.0 or hi < 1.0:
         # A little slack so that the slider's rounding never drops a point at the edge.
         mask &= (data.confidence >= lo - 1e-6) & (data.confidence <= hi + 1e-6)
+    if view.labels:
+        mask &= np.isin(data.label_code, list(view.labels))
+    if view.preds:
+        mask &= np.isin(data.pred_code, list(view.preds))
+    if view.splits and data.split_code is not None:
+        mask &= np.isin(data.split_code, list(view.splits))
+    if view.search:
+        mask &= name_matches(data, view.search)
     return mask
 
 
@@ -361,10 +471,13 @@ def build_figure(
     size: float | None = None,
     opacity: float | None = None,
     selected: int | None = None,
+    dims: int = 2,
 ) -> dict[str, Any]:
     """The map as a plotly figure dict: one Scattergl trace of every image plus the
     selected-point ring. Arrays are already base64 typed-array specs: building a
-    ``go.Figure`` would validate 100k-element arrays element by element (seconds)."""
+    ``go.Figure`` would validate 100k-element arrays element by element (seconds).
+    ``dims=3`` draws the run's 3-D projection as a Scatter3d with the same trace layout
+    (main, ring), so every Patch below works on both."""
     view = view or ViewState(mode=default_mode(data))
     size = default_size(len(data)) if size is None else size
     opacity = default_opacity(len(data)) if opacity is None else opacity
@@ -372,33 +485,54 @@ def build_figure(
     marker: dict[str, Any] = {**style.marker(), "size": size, "opacity": opacity,
                               "line": {"width": 0}}
     marker["color"] = typed(style.codes)
-    if data.n_wrong:  # only sent when there is something to mark
+    three = dims == 3 and data.has_3d
+    if data.n_wrong and not three:  # only sent when there is something to mark
+        # (Scatter3d takes symbol names, not numbers: 3-D shows errors by colour only.)
         marker["symbol"] = typed(
             np.where(data.correct == 0, SYMBOL_WRONG, SYMBOL_OK).astype(np.uint8)
         )
-    main = {
-        "type": "scattergl",
+    main: dict[str, Any] = {
+        "type": "scatter3d" if three else "scattergl",
         "name": "images",
-        "x": typed(data.x),
-        "y": typed(data.y),
         "customdata": typed(data.ids),
         "mode": "markers",
         "marker": marker,
         "hoverinfo": "none",  # the tooltip is a dcc.Tooltip fed by customdata
         "showlegend": False,
     }
-    sx, sy = _selected_xy(data, selected)
-    ring = {
-        "type": "scattergl",
+    ring: dict[str, Any] = {
+        "type": main["type"],
         "name": "selected",
-        "x": sx,
-        "y": sy,
         "mode": "markers",
         "marker": {"symbol": "circle-open", "size": 18, "color": SELECTED_COLOR,
                    "line": {"width": 3, "color": SELECTED_COLOR}},
         "hoverinfo": "skip",
         "showlegend": False,
     }
+    font = {"family": "Inter, system-ui, sans-serif", "size": 12, "color": "#374151"}
+    if three:
+        p3 = data.proj3d
+        assert p3 is not None
+        main.update(x=typed(p3[:, 0]), y=typed(p3[:, 1]), z=typed(p3[:, 2]))
+        ring.update(zip("xyz", _selected_xyz(data, selected), strict=True))
+        axis3 = {"visible": True, "showgrid": True, "gridcolor": "#eef0f3", "zeroline": False,
+                 "showticklabels": False, "title": {"text": ""}, "showspikes": False,
+                 "backgroundcolor": "white"}
+        layout = {
+            "margin": {"l": 0, "r": 0, "t": 0, "b": 0},
+            "paper_bgcolor": "white",
+            "scene": {"xaxis": axis3, "yaxis": axis3, "zaxis": axis3, "aspectmode": "data",
+                      "dragmode": "orbit"},
+            "hovermode": "closest",
+            "clickmode": "event",
+            "showlegend": False,
+            "uirevision": "map3d",
+            "font": font,
+        }
+        return {"data": [main, ring], "layout": layout}
+    main.update(x=typed(data.x), y=typed(data.y))
+    sx, sy = _selected_xy(data, selected)
+    ring.update(x=sx, y=sy)
     axis = {"visible": False, "showgrid": False, "zeroline": False}
     layout = {
         "margin": {"l": 8, "r": 8, "t": 8, "b": 8},
@@ -411,7 +545,10 @@ def build_figure(
         "clickmode": "event",
         "showlegend": False,
         "uirevision": "map",  # keep zoom/pan across Patches
-        "font": {"family": "Inter, system-ui, sans-serif", "size": 12, "color": "#374151"},
+        # The dimming of unselected points is the selection's look; keep it readable.
+        "selectionrevision": 0,
+        "newselection": {"line": {"color": "#2563eb", "width": 1.5, "dash": "dot"}},
+        "font": font,
     }
     return {"data": [main, ring], "layout": layout}
 
@@ -443,6 +580,12 @@ def _selected_xy(data: MapData, selected: int | None) -> tuple[list[float], list
     if selected is None or not 0 <= selected < len(data):
         return [], []
     return [float(data.x[selected])], [float(data.y[selected])]
+
+
+def _selected_xyz(data: MapData, selected: int | None) -> list[list[float]]:
+    if selected is None or not 0 <= selected < len(data) or data.proj3d is None:
+        return [[], [], []]
+    return [[float(v)] for v in data.proj3d[selected]]
 
 
 # --------------------------------------------------------------------------------------
@@ -480,12 +623,28 @@ def marker_patch(size: float | None = None, opacity: float | None = None) -> Pat
     return p
 
 
-def selection_patch(data: MapData, selected: int | None) -> Patch:
-    """Move the ring to the clicked image (or remove it)."""
-    sx, sy = _selected_xy(data, selected)
+def selection_patch(data: MapData, selected: int | None, dims: int = 2) -> Patch:
+    """Move the ring to the clicked image (or remove it); ``dims=3``: on the 3-D map."""
     p = Patch()
+    if dims == 3 and data.has_3d:
+        for axis, values in zip("xyz", _selected_xyz(data, selected), strict=True):
+            p["data"][SELECTED_TRACE][axis] = values
+        return p
+    sx, sy = _selected_xy(data, selected)
     p["data"][SELECTED_TRACE]["x"] = sx
     p["data"][SELECTED_TRACE]["y"] = sy
+    return p
+
+
+def highlight_patch(ids: np.ndarray | None, revision: int) -> Patch:
+    """Show a selection made outside the map (confusion cell, suspects, filters) the way
+    plotly shows a lasso: the chosen points stay, the rest are dimmed. ``ids`` None clears
+    it. Bumping ``selectionrevision`` makes plotly drop its own lasso selection and outline,
+    which would otherwise survive the new figure (uirevision keeps user selections)."""
+    p = Patch()
+    p["data"][MAIN_TRACE]["selectedpoints"] = None if ids is None else [int(i) for i in ids]
+    p["layout"]["selectionrevision"] = int(revision)
+    p["layout"]["selections"] = []
     return p
 
 
@@ -511,24 +670,3 @@ def legend_rows(entries: Sequence[LegendEntry], hidden: Iterable[str] = ()) -> l
         )
         for i, e in enumerate(entries)
     ]
-
-
-def selection_summary(data: MapData, view: ViewState, points: Sequence[dict] | None) -> str:
-    """One line about a box/lasso selection (only points that are shown count)."""
-    if not points:
-        return ""
-    ids = np.array(
-        [int(p["customdata"]) for p in points
-         if p.get("curveNumber") == MAIN_TRACE and "customdata" in p], dtype=np.int64
-    )
-    ids = ids[(ids >= 0) & (ids < len(data))]
-    ids = ids[visible_mask(data, view)[ids]]
-    if not len(ids):
-        return ""
-    parts = [f"{len(ids):,} selected"]
-    known = data.correct[ids] >= 0
-    if known.any():
-        wrong = int((data.correct[ids] == 0).sum())
-        parts.append(f"{wrong:,} misclassified ({100 * wrong / int(known.sum()):.0f}%)")
-    parts.append(f"mean confidence {float(data.confidence[ids].mean()):.2f}")
-    return " · ".join(parts)

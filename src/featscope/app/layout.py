@@ -11,6 +11,15 @@ from typing import Any
 from dash import dcc, html
 
 from .context import AppContext
+from .dock import (
+    DOCK_STYLE,
+    MAP_HINT,
+    dims_control,
+    dock,
+    dock_stores,
+    filter_controls,
+    neighbours_section,
+)
 from .figures import (
     MODES,
     SHOW_FILTERS,
@@ -76,7 +85,6 @@ html, body { margin: 0; height: 100%; background: var(--fs-bg); color: var(--fs-
 .legend-name { overflow: hidden; text-overflow: ellipsis; white-space: nowrap; flex: 1; }
 .legend-count { color: var(--fs-muted); font-variant-numeric: tabular-nums; font-size: 11.5px; }
 .legend-note { color: var(--fs-muted); font-size: 11.5px; margin-top: 6px; }
-.selection-summary { color: var(--fs-text); font-size: 12px; min-height: 1em; }
 .map-wrap { flex: 1; min-width: 0; position: relative; background: var(--fs-panel);
   margin: 10px; border: 1px solid var(--fs-border); border-radius: 10px; overflow: hidden; }
 .map-graph { position: absolute; inset: 0; }
@@ -145,7 +153,7 @@ html, body { margin: 0; height: 100%; background: var(--fs-bg); color: var(--fs-
 .tip-name { font-weight: 600; overflow-wrap: anywhere; }
 .tip-key { color: var(--fs-muted); }
 .tip-conf { color: var(--fs-muted); }
-"""
+""" + DOCK_STYLE
 
 INDEX_STRING = """<!DOCTYPE html>
 <html>
@@ -200,6 +208,7 @@ def _sidebar(ctx: AppContext, mode: str) -> html.Aside:
     entries, _ = legend(data, mode)
     filters = available_filters(data)
     controls: list[Any] = [
+        dims_control(data),
         _control(
             "Colour by",
             dcc.RadioItems(
@@ -222,6 +231,7 @@ def _sidebar(ctx: AppContext, mode: str) -> html.Aside:
             style={} if len(filters) > 1 else {"display": "none"},
         )
     )
+    controls.append(filter_controls(data))
     controls += [
         _control(
             "Confidence range",
@@ -256,7 +266,6 @@ def _sidebar(ctx: AppContext, mode: str) -> html.Aside:
             ],
             className="legend-box",
         ),
-        html.Div(id="selection-summary", className="selection-summary"),
     ]
     return html.Aside(controls, className="sidebar")
 
@@ -357,6 +366,7 @@ def _detail(ctx: AppContext) -> html.Section:
             ),
             html.Div("Top-5 predictions", className="section-title top5-title"),
             html.Div(id="top5", className="top5"),
+            neighbours_section(),
         ],
         id="detail",
         className="detail hidden",
@@ -376,20 +386,28 @@ def build_layout(ctx: AppContext) -> html.Div:
             dcc.Store(id="clicked", data=None),
             dcc.Interval(id="job-poll", interval=400, disabled=True),
             dcc.Interval(id="model-poll", interval=1000, disabled=False),
+            *dock_stores(),
             _header(ctx),
             html.Div(
                 [
                     _sidebar(ctx, mode),
-                    html.Main(
+                    html.Div(
                         [
-                            dcc.Graph(id="map", figure=figure, config=graph_config(),
-                                      className="map-graph", clear_on_unhover=True,
-                                      style={"height": "100%", "width": "100%"}),
-                            dcc.Tooltip(id="tip", direction="right", zindex=20,
-                                        background_color="rgba(255,255,255,0.97)",
-                                        border_color="#d1d5db"),
+                            html.Main(
+                                [
+                                    dcc.Graph(id="map", figure=figure, config=graph_config(),
+                                              className="map-graph", clear_on_unhover=True,
+                                              style={"height": "100%", "width": "100%"}),
+                                    dcc.Tooltip(id="tip", direction="right", zindex=20,
+                                                background_color="rgba(255,255,255,0.97)",
+                                                border_color="#d1d5db"),
+                                    html.Div(MAP_HINT, id="map-hint", className="map-hint"),
+                                ],
+                                className="map-wrap",
+                            ),
+                            dock(ctx.data),
                         ],
-                        className="map-wrap",
+                        className="center",
                     ),
                     _detail(ctx),
                 ],

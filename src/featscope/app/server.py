@@ -27,6 +27,7 @@ from ..store import Run, load
 from .callbacks import register_callbacks
 from .cams import CamService, ModelHandle
 from .context import AppContext
+from .explore_callbacks import register_explore_callbacks
 from .figures import map_data
 from .jobs import JobRegistry
 from .layout import INDEX_STRING, build_layout
@@ -103,7 +104,7 @@ def create_app(
     )
     ctx = AppContext(
         run=run,
-        data=map_data(run.table, run.class_names),
+        data=map_data(run.table, run.class_names, run.proj3d),
         thumbs=ThumbCache(run.path),
         cams=cams,
         jobs=JobRegistry(),
@@ -120,8 +121,10 @@ def create_app(
     app.index_string = INDEX_STRING
     app.layout = build_layout(ctx)
     register_callbacks(app, ctx)
+    register_explore_callbacks(app, ctx)
     register_routes(app.server, ctx)
     _refuse_catch_all(app)
+    _production_mode(app)
     ctx.app_config = app.config
     app.featscope = ctx  # type: ignore[attr-defined]  # for tests and notebooks
     if start_model:
@@ -139,6 +142,19 @@ def _refuse_catch_all(app: Dash) -> None:
         if rule is None or rule.rule.endswith("/<path:path>"):
             abort(404)
         return None
+
+
+def _production_mode(app: Dash) -> None:
+    """Never Flask's debug mode nor Dash's dev tools, whatever the environment says: Flask
+    reads FLASK_DEBUG when the app is made and Dash its DASH_DEBUG/DASH_UI/... variables, so
+    one left in the shell would otherwise change what ``featscope serve`` does."""
+    app.server.debug = False
+    app.enable_dev_tools(
+        debug=False, dev_tools_ui=False, dev_tools_props_check=False,
+        dev_tools_serve_dev_bundles=False, dev_tools_hot_reload=False,
+        dev_tools_prune_errors=False, dev_tools_validate_callbacks=False,
+        dev_tools_silence_routes_logging=False,
+    )
 
 
 def _is_loopback(host: str) -> bool:
