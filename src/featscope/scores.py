@@ -11,16 +11,21 @@ import pandas as pd
 from .neighbors import NeighborTable
 
 SCORE_COLUMNS = {
-    "score_neighbor_disagreement": "share of its feature-space neighbours (similarity-weighted) "
-    "whose label differs from its own",
+    "score_neighbor_disagreement": "share of its 10 nearest feature-space neighbours "
+    "(similarity-weighted) whose label differs from its own",
     "score_confidently_wrong": "probability of the wrong predicted class (0 when correct)",
     "score_low_confidence": "1 - probability of the predicted class",
     "score_outlier": "1 - mean cosine similarity to its nearest neighbours, ranked in [0, 1]",
 }
 
 
-def neighbor_disagreement(labels: np.ndarray, table: NeighborTable) -> np.ndarray:
+DISAGREEMENT_K = 10  # the usual k of kNN label-noise checks; the stored table holds more
+
+
+def neighbor_disagreement(labels: np.ndarray, table: NeighborTable,
+                          k: int = DISAGREEMENT_K) -> np.ndarray:
     """Similarity-weighted share of the k neighbours whose label differs (NaN if unlabelled)."""
+    table = NeighborTable(table.index[:, :k], table.similarity[:, :k])
     labels = np.asarray(labels, dtype=object)
     known = np.array([v is not None and v == v for v in labels])  # NaN != NaN
     out = np.full(len(labels), np.nan, np.float32)
