@@ -128,6 +128,9 @@ def test_resnet50_architecture_path(tmp_path, class_dataset):
     assert run.meta["model"]["cam_layer"] == "layer4"
     assert run.meta["model"]["classifier_layer"] == "fc"
     assert run.meta["preprocess"]["resize"] == 232  # from the IMAGENET1K_V2 weights' transforms
+    # "none" is one fixed random model: a second build reuses every feature.
+    again = build(class_dataset, tmp_path / "run", model="resnet50", weights="none")
+    assert again.meta["counts"]["extracted_now"] == 0
 
 
 def test_fine_tuned_checkpoint_two_classes(tmp_path, imagenet_run):
