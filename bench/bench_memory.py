@@ -26,11 +26,13 @@ def _images(root: Path, n: int) -> None:
 
 
 def _peak_rss_mb(data: Path, out: Path) -> float:
+    # VmHWM of this process image (ru_maxrss would carry the forking parent's peak over).
     code = (
-        "import resource, sys\n"
+        "import re, sys\n"
         "from featscope.cli import main\n"
         "rc = main(sys.argv[1:])\n"
-        "print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        "hwm = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)\n"
+        "print('PEAK', hwm)\n"
         "sys.exit(rc)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT / "tests"), "TQDM_DISABLE": "1"}
