@@ -30,7 +30,7 @@ test: $(STAMP) chromium
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
 
-bench: $(STAMP)
+bench: $(STAMP) chromium
 	$(PY) bench/run_all.py --quick
 
 clean:
