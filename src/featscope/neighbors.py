@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 DEFAULT_K = 30
+BLOCK_ELEMENTS = 16_000_000  # float32 similarities per block (64 MB)
 
 
 @dataclass
@@ -25,7 +26,7 @@ class NeighborTable:
                                                    self.similarity[image_id, :k], strict=True)]
 
 
-def exact_knn(features: np.ndarray, k: int = DEFAULT_K, block: int = 1024,
+def exact_knn(features: np.ndarray, k: int = DEFAULT_K, block: int | None = None,
               progress: bool = False) -> NeighborTable:
     """The ``k`` most cosine-similar other rows of every row of ``features`` [N, D]."""
     from tqdm.auto import tqdm
@@ -37,12 +38,14 @@ def exact_knn(features: np.ndarray, k: int = DEFAULT_K, block: int = 1024,
     if k == 0:
         return NeighborTable(idx, sims)
     x = normalise(features)
+    # Rows per block such that one block of similarities stays near 64 MB at any N.
+    block = block or int(np.clip(BLOCK_ELEMENTS // max(n, 1), 16, 1024))
     starts = range(0, n, block)
     for start in tqdm(starts, desc="neighbours", unit="block", disable=not progress or n < 8 * block):
         stop = min(start + block, n)
         s = x[start:stop] @ x.T  # [b, N]
         s[np.arange(stop - start), np.arange(start, stop)] = -np.inf  # not its own neighbour
-        part = np.argpartition(-s, k - 1, axis=1)[:, :k]
+        part = np.argpartition(s, n - k, axis=1)[:, n - k :]  # the k largest, no negated copy
         top = np.take_along_axis(s, part, axis=1)
         order = np.argsort(-top, axis=1)
         idx[start:stop] = np.take_along_axis(part, order, axis=1)
