@@ -15,7 +15,6 @@ about the map, not the model. Chromium is Debian's (/usr/bin/chromium), as in th
 from __future__ import annotations
 
 import io
-import os
 import statistics
 import sys
 import tempfile
@@ -26,10 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from common import Row, interleaved
+from helpers import CHROMIUM  # tests/ is on the path via common
+from helpers import CHROMIUM_ARGS as ARGS
 
-CHROMIUM = os.environ.get("FEATSCOPE_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 SMALL = 1_000
 DASH_DATA = ("/_dash-layout", "/_dash-update-component")
 GD = "document.querySelector('#map .js-plotly-plot')"

@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from helpers import make_class_dataset, save_head_checkpoint  # noqa: E402
+from helpers import CHROMIUM, CHROMIUM_ARGS, make_class_dataset, save_head_checkpoint  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -41,3 +41,14 @@ def lite_run(class_dataset, head_checkpoint, tmp_path_factory):
 
     return featscope.build(class_dataset, tmp_path_factory.mktemp("run") / "run",
                            model="efficientnet-lite0", weights=head_checkpoint, progress=False)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Debian Chromium through Playwright."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+# Debian's Chromium, driven by Playwright (its own browser download is not available here).
+CHROMIUM = os.environ.get("FEATSCOPE_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 
 PHOTOS = ("chelsea", "coffee", "rocket", "astronaut", "camera")
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from test_browser import ARGS, CHROMIUM, GD, open_map
+from test_browser import GD, open_map
 
 pytestmark = pytest.mark.browser
 
@@ -31,16 +31,6 @@ def server(lite_run):
     srv = BackgroundServer.start(lite_run.path, "127.0.0.1", 0, device="cpu")
     yield srv.url, srv.app.featscope
     srv.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import time
 from pathlib import Path
 
@@ -18,9 +17,6 @@ from PIL import Image
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = os.environ.get("FEATSCOPE_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "screenshot.png"
 GD = "document.querySelector('#map .js-plotly-plot')"
 
@@ -35,16 +31,6 @@ def server(lite_run):
     yield srv.url, srv.app.featscope
     srv.stop()
     assert not srv.thread.is_alive()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture()

@@ -54,9 +54,9 @@ def mode_update(ctx: AppContext, mode: str | None, show: str | None, conf: list[
     return F.color_patch(ctx.data, view), F.legend_rows(entries), []
 
 
-def clicked_index(triggered: list[dict[str, Any]]) -> int | None:
-    """Index of a pattern-matching button that was really clicked (n_clicks > 0; freshly
-    rendered buttons also trigger, with 0)."""
+def pattern_click(triggered: list[dict[str, Any]] | None) -> tuple[str, Any] | None:
+    """(type, index) of a pattern-matching component that was really clicked (n_clicks > 0;
+    freshly rendered ones also trigger, with 0)."""
     for t in triggered or []:
         if not t.get("value"):
             continue
@@ -64,9 +64,15 @@ def clicked_index(triggered: list[dict[str, Any]]) -> int | None:
             tid = json.loads(t.get("prop_id", "").rsplit(".", 1)[0])
         except ValueError:
             continue
-        if isinstance(tid, dict) and isinstance(tid.get("index"), int):
-            return int(tid["index"])
+        if isinstance(tid, dict) and "index" in tid:
+            return str(tid.get("type")), tid["index"]
     return None
+
+
+def clicked_index(triggered: list[dict[str, Any]]) -> int | None:
+    """Integer index of a pattern-matching button that was really clicked."""
+    hit = pattern_click(triggered)
+    return int(hit[1]) if hit and isinstance(hit[1], int) else None
 
 
 def filter_update(

@@ -18,6 +18,7 @@ from . import figures as F
 from . import gallery as G
 from . import selection as S
 from . import tables as T
+from .callbacks import pattern_click
 from .camgallery import (
     OK,
     CamGallery,
@@ -41,24 +42,9 @@ def view_of(ctx: AppContext, mode: Any, hidden: Any, show: Any, conf: Any,
                                    filters if isinstance(filters, dict) else None)
 
 
-def _pattern_click(triggered: list[dict[str, Any]] | None) -> tuple[str, Any] | None:
-    """(type, index) of a pattern-matching component that was really clicked (n_clicks > 0;
-    freshly rendered ones also trigger, with 0)."""
-    for t in triggered or []:
-        if not t.get("value"):
-            continue
-        try:
-            tid = json.loads(t.get("prop_id", "").rsplit(".", 1)[0])
-        except ValueError:
-            continue
-        if isinstance(tid, dict) and "index" in tid:
-            return str(tid.get("type")), tid["index"]
-    return None
-
-
 def _clicked_image(ctx: AppContext, triggered: list[dict[str, Any]] | None
                    ) -> tuple[str, int] | None:
-    hit = _pattern_click(triggered)
+    hit = pattern_click(triggered)
     if hit is None or isinstance(hit[1], bool) or not isinstance(hit[1], int):
         return None
     image_id = parse_index(hit[1], ctx.n)
@@ -225,7 +211,7 @@ def suspects_update(
     table = ctx.table
     sort = sort or T.default_sort(table)
     if trigger == "sus-sort":
-        hit = _pattern_click(triggered)
+        hit = pattern_click(triggered)
         if hit is None or not isinstance(hit[1], str):
             raise PreventUpdate  # headers just rendered, not clicked
         sort = T.next_sort(sort, hit[1], table)
