@@ -262,7 +262,18 @@ def test_link_reopens_the_same_view(page, server, lite_run):
     assert f"id={image_id}" in page.url
 
 
-def test_slow_method_warns_then_runs_in_the_background_and_cancels(page, server):
+def test_slow_method_warns_then_runs_in_the_background_and_cancels(page, server, monkeypatch):
+    import featscope.cam as cam
+
+    # Each Score-CAM batch takes at least 0.5 s more, so the job surely outlasts the checks
+    # below (a quiet machine otherwise finishes it before the Cancel click).
+    forward = cam._Progress.forward
+
+    def slow_forward(self, x):
+        time.sleep(0.5)
+        return forward(self, x)
+
+    monkeypatch.setattr(cam._Progress, "forward", slow_forward)
     url, ctx = server
     open_map(page, f"{url}/?id=3")
     fetch_image(page, "#img-heatmap")
