@@ -266,7 +266,3 @@ def _progress(total: int, enabled: bool):
 
     return tqdm(total=total, desc="extracting", unit="img", disable=not enabled,
                 dynamic_ncols=True, smoothing=0.1)
-
-
-def write_features_file(path: Path, n: int, dim: int) -> np.memmap:
-    return np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, dim))

@@ -53,15 +53,6 @@ def exact_knn(features: np.ndarray, k: int = DEFAULT_K, block: int | None = None
     return NeighborTable(idx, sims)
 
 
-def query(features: np.ndarray, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
-    """Nearest rows to one vector (brute force; for ad-hoc queries, not per-click use)."""
-    x = normalise(features)
-    v = vector / max(float(np.linalg.norm(vector)), 1e-12)
-    s = x @ v.astype(np.float32)
-    top = np.argsort(-s)[:k]
-    return [(int(i), float(s[i])) for i in top]
-
-
 def normalise(features: np.ndarray) -> np.ndarray:
     x = np.asarray(features, dtype=np.float32)
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,6 @@ class Run:
     proj3d: np.ndarray | None = None
     neighbor_index: np.ndarray | None = None
     neighbor_sims: np.ndarray | None = None
-    _extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def neighbors(self, image_id: int, k: int = 10) -> pd.DataFrame:
         """The ``k`` nearest images to ``image_id`` in feature space (cosine), nearest first."""
