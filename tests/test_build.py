@@ -128,8 +128,9 @@ def test_resnet50_architecture_path(tmp_path, class_dataset):
     assert run.meta["model"]["cam_layer"] == "layer4"
     assert run.meta["model"]["classifier_layer"] == "fc"
     assert run.meta["preprocess"]["resize"] == 232  # from the IMAGENET1K_V2 weights' transforms
-    # "none" is one fixed random model: a second build reuses every feature.
-    again = build(class_dataset, tmp_path / "run", model="resnet50", weights="none")
+    # "none" is one fixed random model: a second full build reuses every feature.
+    again = build(class_dataset, tmp_path / "run", model="resnet50", weights="none",
+                  reproject=True)
     assert again.meta["counts"]["extracted_now"] == 0
 
 
@@ -166,7 +167,14 @@ def test_cache_reuse_and_incremental_add(tmp_path):
     out = tmp_path / "run"
     first = build(data, out)
     assert first.meta["counts"]["extracted_now"] == 42
+    # Nothing changed: the stored run is returned as it is.
+    same = build(data, out)
+    assert same.meta["build_id"] == first.meta["build_id"]
+    # A touched file (same bytes, new mtime) goes through a full build that reuses everything.
+    touched = data / "cat" / "cat_000.jpg"
+    os.utime(touched, ns=(time.time_ns(), time.time_ns()))
     again = build(data, out)
+    assert again.meta["build_id"] != first.meta["build_id"]
     assert again.meta["counts"]["extracted_now"] == 0
     assert again.meta["projection"]["method"] == "reused from cache"
     np.testing.assert_array_equal(np.asarray(first.features), np.asarray(again.features))
@@ -366,3 +374,42 @@ def test_new_head_reuses_features_and_recomputes_predictions(tmp_path, head_chec
             p = torch.softmax(bundle.model(bundle.preprocess.to_tensor(img)), 1)[0].numpy()
         np.testing.assert_allclose(tuned.probs[i], p, atol=1e-4)
     assert tuned.table["correct"].all()
+
+
+def test_unchanged_rebuild_skips_everything_and_any_change_rebuilds(tmp_path):
+    data = make_class_dataset(tmp_path / "d", classes={"cat": "chelsea", "coffee": "coffee"},
+                              n=3)
+    out = tmp_path / "run"
+    args = ["build", str(data), "--out", str(out), "--model", "efficientnet-lite0"]
+    res = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    first = featscope.load(out).meta["build_id"]
+    # The rebuild of an unchanged dataset never imports torch.
+    code = ("import sys; from featscope.cli import main; rc = main(sys.argv[1:]); "
+            "print('TORCH', 'torch' in sys.modules); sys.exit(rc)")
+    res = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert "TORCH False" in res.stdout
+    assert "up to date" in res.stderr
+    assert featscope.load(out).meta["build_id"] == first
+
+    def rebuilt(**kw) -> bool:
+        before = featscope.load(out).meta["build_id"]
+        return build(data, out, **kw).meta["build_id"] != before
+
+    assert not rebuilt()
+    assert rebuilt(seed=1)  # any parameter
+    assert not rebuilt(seed=1)
+    cat = data / "cat" / "cat_000.jpg"
+    with open(cat, "ab") as fh:  # new content
+        fh.write(b"\0")
+    assert rebuilt(seed=1)
+    shutil.move(data / "coffee" / "coffee_000.jpg", data / "cat" / "moved.jpg")  # a label
+    assert rebuilt(seed=1)
+    assert rebuilt(seed=1, reproject=True)  # asked for explicitly
+    assert rebuilt(seed=1, model="resnet50", weights="none")  # another model
+    # A damaged run is built again, not returned.
+    meta = featscope.load(out).meta
+    shutil.rmtree(out / meta["data_dir"])
+    assert len(build(data, out, seed=1, model="resnet50", weights="none")) == 6

@@ -113,3 +113,27 @@ def test_neighbor_table_lookup():
                       np.array([[0.9, 0.5], [0.9, 0.4], [0.5, 0.5]], np.float32))
     assert t.of(0) == [(1, np.float32(0.9).item()), (2, 0.5)]
     assert t.of(1, k=1) == [(0, np.float32(0.9).item())]
+
+
+def test_new_points_are_placed_by_their_nearest_old_points():
+    from sklearn.neighbors import NearestNeighbors
+
+    from featscope.neighbors import cosine_topk, normalise
+    from featscope.projection import place_new_points
+
+    rng = np.random.default_rng(1)
+    old = rng.normal(size=(500, 24)).astype(np.float32)
+    new = rng.normal(size=(37, 24)).astype(np.float32)
+    near = cosine_topk(normalise(new), normalise(old), 9, block=8)  # several blocks
+    d, i = NearestNeighbors(n_neighbors=9, metric="cosine", algorithm="brute").fit(old) \
+        .kneighbors(new)
+    np.testing.assert_array_equal(near.index, i)
+    np.testing.assert_allclose(near.similarity, 1 - d, atol=1e-5)
+    # A new point that duplicates an old one lands where that one is (its weight dominates).
+    coords = rng.normal(size=(500, 2)).astype(np.float32)
+    placed = place_new_points(old, coords, old[[7, 42]] * 3.0, k=15)
+    assert np.linalg.norm(placed - coords[[7, 42]], axis=1).max() < 0.5 * coords.std()
+    # A weighted mean of its nearest neighbours' positions: inside their bounding box.
+    p = place_new_points(old, coords, new, k=9)
+    assert p.shape == (37, 2)
+    assert (p >= coords[i].min(axis=1) - 1e-5).all() and (p <= coords[i].max(axis=1) + 1e-5).all()

@@ -8,26 +8,29 @@ import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from . import __version__
 from .atomic import save_npy, write_atomic, write_json_atomic
 from .cache import FeatureStore, HashIndex
 from .datasets import Dataset, discover
 from .errors import FeatscopeError
-from .extract import ExtractSettings, extract
 from .faults import fault_point
+from .freshness import inputs_signature, stored_signature
 from .images import os_error_reason
-from .models import ModelBundle, ModelSpec, load_model
 from .neighbors import DEFAULT_K, NeighborTable, exact_knn
 from .projection import UMAPConfig, place_new_points, project
 from .scores import add_scores
 from .store import FORMAT_NAME, FORMAT_VERSION, RUN_JSON, Run, data_dir_name, load
 from .store import remove_stale_data_dirs as _remove_stale
+
+if TYPE_CHECKING:
+    import torch
+
+    from .models import ModelBundle
 
 log = logging.getLogger(__name__)
 TOP_K = 5
@@ -36,6 +39,8 @@ INCREMENTAL_MAX_NEW = 0.05
 
 
 def resolve_device(device: str | None) -> torch.device:
+    import torch
+
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -76,7 +81,8 @@ def build(
     manifest with a ``path`` column (optional ``label``, ``split`` and any other columns).
     Unchanged images are never extracted twice; a killed build resumes where it stopped.
     A few new images (up to 5%) are placed into the existing map so that it keeps its
-    layout; ``reproject=True`` fits a fresh map.
+    layout; ``reproject=True`` fits a fresh map. When nothing at all changed since the last
+    build (files, model, parameters), the stored run is returned as it is.
     """
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
@@ -88,12 +94,36 @@ def build(
     log.info("found %d images%s (%s) in %s", len(ds.records),
              f" in {len(ds.class_names)} classes" if ds.class_names else "", ds.kind, ds.root)
 
+    weights_arg = (str(Path(weights).expanduser().resolve()) if weights and str(weights) != "none"
+                   else ("none" if weights is not None and str(weights) == "none" else None))
+    classes_arg = str(Path(classes).expanduser().resolve()) if classes else None
+    signature = inputs_signature(
+        ds,
+        {"name": str(model), "weights": weights_arg, "classes_file": classes_arg,
+         "feature_layer": feature_layer, "cam_layer": cam_layer,
+         "trust_checkpoint": trust_checkpoint},
+        {"device": device, "precision": precision, "batch_size": batch_size, "seed": seed,
+         "neighbors": neighbors, "min_dist": min_dist, "dims": dims, "max_pixels": max_pixels},
+    )
+    if signature and not reproject and stored_signature(out) == signature:
+        try:
+            run = load(out)
+        except FeatscopeError:
+            pass  # damaged: build it again
+        else:
+            log.info("run is up to date: %d images, nothing changed since its last build "
+                     "(%d files skipped, listed in run.json)", len(run), len(run.skipped))
+            return run
+
+    # Heavy imports only now: an up-to-date run never needs torch.
+    from .extract import ExtractSettings, extract
+    from .models import ModelSpec, load_model
+
     dev = resolve_device(device)
     spec = ModelSpec(
         name=str(model),
-        weights=str(Path(weights).expanduser().resolve()) if weights and str(weights) != "none"
-        else ("none" if weights is not None and str(weights) == "none" else None),
-        classes_file=str(Path(classes).expanduser().resolve()) if classes else None,
+        weights=weights_arg,
+        classes_file=classes_arg,
         feature_layer=feature_layer,
         cam_layer=cam_layer,
         trust_checkpoint=trust_checkpoint,
@@ -225,6 +255,7 @@ def build(
         "counts": {"images": n, "skipped": len(skipped), "extracted_now": report.extracted,
                    "from_cache": n_known},
         "skipped": skipped,
+        "inputs_signature": signature,
     }
     write_json_atomic(out / RUN_JSON, meta)
     _remove_stale(out, keep=data_dir.name)

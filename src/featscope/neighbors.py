@@ -29,22 +29,31 @@ class NeighborTable:
 def exact_knn(features: np.ndarray, k: int = DEFAULT_K, block: int | None = None,
               progress: bool = False) -> NeighborTable:
     """The ``k`` most cosine-similar other rows of every row of ``features`` [N, D]."""
+    x = normalise(features)
+    return cosine_topk(x, x, k, block=block, exclude_self=True, progress=progress)
+
+
+def cosine_topk(queries: np.ndarray, base: np.ndarray, k: int, *, block: int | None = None,
+                exclude_self: bool = False, progress: bool = False) -> NeighborTable:
+    """The ``k`` rows of ``base`` most similar to each row of ``queries`` (both already
+    L2-normalised), nearest first. ``exclude_self``: ``queries`` is ``base``; a row is not
+    its own neighbour."""
     from tqdm.auto import tqdm
 
-    n = len(features)
-    k = max(0, min(k, n - 1))
-    idx = np.zeros((n, k), np.int32)
-    sims = np.zeros((n, k), np.float32)
+    n, m = len(base), len(queries)
+    k = max(0, min(k, n - 1 if exclude_self else n))
+    idx = np.zeros((m, k), np.int32)
+    sims = np.zeros((m, k), np.float32)
     if k == 0:
         return NeighborTable(idx, sims)
-    x = normalise(features)
     # Rows per block such that one block of similarities stays near 64 MB at any N.
     block = block or int(np.clip(BLOCK_ELEMENTS // max(n, 1), 16, 1024))
-    starts = range(0, n, block)
-    for start in tqdm(starts, desc="neighbours", unit="block", disable=not progress or n < 8 * block):
-        stop = min(start + block, n)
-        s = x[start:stop] @ x.T  # [b, N]
-        s[np.arange(stop - start), np.arange(start, stop)] = -np.inf  # not its own neighbour
+    starts = range(0, m, block)
+    for start in tqdm(starts, desc="neighbours", unit="block", disable=not progress or m < 8 * block):
+        stop = min(start + block, m)
+        s = queries[start:stop] @ base.T  # [b, N]
+        if exclude_self:
+            s[np.arange(stop - start), np.arange(start, stop)] = -np.inf
         part = np.argpartition(s, n - k, axis=1)[:, n - k :]  # the k largest, no negated copy
         top = np.take_along_axis(s, part, axis=1)
         order = np.argsort(-top, axis=1)

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from .neighbors import cosine_topk, normalise
+
 log = logging.getLogger(__name__)
 
 
@@ -46,7 +48,7 @@ def project(features: np.ndarray, config: UMAPConfig) -> Projection:
     info: dict[str, Any] = {"n": n, **config.to_dict()}
     if n == 0:
         raise ValueError("nothing to project")
-    x = _l2_normalise(x)
+    x = normalise(x)
     if n <= 3:
         coords = _pca(x, min(k, n), config.seed) if n > 1 else np.zeros((1, 0), np.float32)
         coords = _pad(coords, k)
@@ -70,13 +72,10 @@ def place_new_points(
 ) -> np.ndarray:
     """Coordinates for new points: the similarity-weighted mean of the map positions of their
     ``k`` nearest old points (cosine), as UMAP's own ``transform`` initialises them."""
-    from sklearn.neighbors import NearestNeighbors
-
-    k = max(1, min(k, len(old_features)))
-    nn = NearestNeighbors(n_neighbors=k, metric="cosine", algorithm="brute")
-    nn.fit(_l2_normalise(np.asarray(old_features, np.float32)))
-    with _bounded_memory():
-        dists, idx = nn.kneighbors(_l2_normalise(np.asarray(new_features, np.float32)))
+    # Plain BLAS in blocks: a few new points need no kNN library (importing one costs ~1 s).
+    near = cosine_topk(normalise(np.asarray(new_features, np.float32)),
+                       normalise(np.asarray(old_features, np.float32)), k)
+    idx, dists = near.index, 1.0 - near.similarity
     weights = np.exp(-(dists - dists[:, :1]) / np.maximum(dists.std(axis=1, keepdims=True), 1e-6))
     weights /= weights.sum(axis=1, keepdims=True)
     return np.einsum("nk,nkd->nd", weights, old_coords[idx]).astype(np.float32)
@@ -170,8 +169,3 @@ def _pad(coords: np.ndarray, k: int) -> np.ndarray:
     if coords.shape[1] >= k:
         return coords[:, :k]
     return np.hstack([coords, np.zeros((len(coords), k - coords.shape[1]), np.float32)])
-
-
-def _l2_normalise(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
