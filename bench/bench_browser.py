@@ -197,6 +197,44 @@ def interactions(page: Any, traffic: Traffic, n: int) -> dict[str, int]:
     }
 
 
+# Armed before a drag-zoom: from mouse-up (seen first, in the capture phase) until the axis
+# range has changed and two animation frames come less than 50 ms apart (the page responds).
+ZOOM_PROBE = """() => { window.__fsUp = null; window.__fsIdle = null;
+  const g = __GD__, w0 = g._fullLayout.xaxis.range[1] - g._fullLayout.xaxis.range[0];
+  window.addEventListener('mouseup', () => { window.__fsUp = performance.now();
+    let last = performance.now();
+    const tick = () => { const now = performance.now(), r = g._fullLayout.xaxis.range;
+      if (Math.abs(r[1] - r[0] - w0) > 1e-9 * w0 && now - last < 50) {
+        window.__fsIdle = now; return; }
+      last = now; requestAnimationFrame(tick); };
+    requestAnimationFrame(tick); }, {once: true, capture: true}); }""".replace("__GD__", GD)
+
+
+def zoom_seconds(page: Any, repeats: int) -> list[float]:
+    """Drag-zoom into the middle of the map, then double-click back out; seconds per zoom."""
+    out = []
+    for _ in range(repeats):
+        left, top, w, h = page.evaluate(
+            f"""() => {{ const g = {GD}, L = g._fullLayout, r = g.getBoundingClientRect();
+                return [r.left + L.xaxis._offset, r.top + L.yaxis._offset, L.xaxis._length,
+                        L.yaxis._length]; }}""")
+        page.evaluate(ZOOM_PROBE)
+        page.mouse.move(left + 0.3 * w, top + 0.3 * h)
+        page.mouse.down()
+        page.mouse.move(left + 0.7 * w, top + 0.7 * h, steps=4)
+        page.mouse.up()
+        page.wait_for_function("() => window.__fsIdle !== null", timeout=60_000)
+        out.append(page.evaluate("() => (window.__fsIdle - window.__fsUp) / 1000"))
+        full = page.evaluate(f"() => {GD}._fullLayout.xaxis.range[1] - "
+                             f"{GD}._fullLayout.xaxis.range[0]") / 0.4
+        page.mouse.dblclick(left + 0.5 * w, top + 0.5 * h)
+        page.wait_for_function(
+            f"(w) => {{ const r = {GD}._fullLayout.xaxis.range; return r[1] - r[0] > 0.9 * w; }}",
+            arg=full, timeout=60_000)
+        page.wait_for_timeout(500)
+    return out
+
+
 def run(quick: bool = False) -> list[Row]:
     from playwright.sync_api import sync_playwright
 
@@ -242,11 +280,14 @@ def _measure(browser: Any, servers: dict[int, Any], sizes: tuple[int, int],
     # Interactions and a drawing check, on one more load of each size.
     inter: dict[int, dict[str, int]] = {}
     pixels: dict[int, int] = {}
+    zooms: dict[int, list[float]] = {}
     for n in sizes:
         _, page, traffic = open_map(browser, servers[n].url, n, keep=True)
         try:
             pixels[n] = drawn_pixels(page)
             inter[n] = interactions(page, traffic, n)
+            zoom_seconds(page, 1)  # warm-up: the first zoom compiles plotly's shaders
+            zooms[n] = zoom_seconds(page, reps)
         finally:
             page.context.close()
 
@@ -271,6 +312,12 @@ def _measure(browser: Any, servers: dict[int, Any], sizes: tuple[int, int],
                     + ", ".join(f"{ld.painted_s:.2f}" for ld in loads[big])
                     + f"; drawn pixels {pixels[big]:,} / {pixels[small]:,}")),
     ]
+    zb, zs = statistics.median(zooms[big]), statistics.median(zooms[small])
+    rows.append(Row(
+        "P5", f"drag-zoom, mouse-up -> page responsive, {big:,} points", zb, unit="s",
+        detail=(f"{small:,} points: {zs:.3f} s; all {big:,}: "
+                + ", ".join(f"{z:.3f}" for z in zooms[big])
+                + " (the view change stays with plotly; Dash does not re-render the figure)")))
     # A colour change needs one colour code per point (>= 1.3 B each as base64 uint8, about a
     # tenth of the figure): a quarter catches the figure being sent again. A hover needs a
     # tooltip and a thumbnail, nothing that grows with the run.

@@ -495,3 +495,42 @@ def test_names_with_html_stay_text_and_the_3d_map(page, evil_server):
     z = page.evaluate(f"() => {GD}._fullData[1].z[0]")
     assert z == pytest.approx(float(ctx.run.proj3d[first, 2]), rel=1e-5)
     assert dialogs == []
+
+
+def test_zoom_on_100k_points_is_left_to_plotly_and_survives_a_recolour(page, big_server):
+    url, _ = big_server
+    open_map(page, url)
+    # dcc.Graph copies every zoom into its figure prop and re-renders the whole figure
+    # (Plotly.react: seconds at 100k points in software WebGL); on big maps it must not.
+    page.evaluate(f"() => {{ window.__reacts = 0; {GD}.on('plotly_react', "
+                  "() => { window.__reacts += 1; }); }")
+    ax = axes(page)
+    x0, y0 = ax["left"] + 0.3 * ax["w"], ax["top"] + 0.3 * ax["h"]
+    x1, y1 = ax["left"] + 0.6 * ax["w"], ax["top"] + 0.7 * ax["h"]
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move(x1, y1, steps=4)
+    t0 = time.perf_counter()
+    page.mouse.up()
+    page.wait_for_function(
+        f"(w) => {{ const r = {GD}._fullLayout.xaxis.range; return r[1] - r[0] < w / 2; }}",
+        arg=ax["xr"][1] - ax["xr"][0], timeout=60_000)
+    print(f"\nzoom on 100k points: mouse-up -> new range {time.perf_counter() - t0:.2f} s")
+    page.wait_for_timeout(1000)  # time for a re-render, were one to come
+    zoomed = axes(page)
+    want = ax["xr"][0] + (np.array([0.3, 0.6]) * (ax["xr"][1] - ax["xr"][0]))
+    np.testing.assert_allclose(zoomed["xr"], want, rtol=0, atol=0.02 * np.ptp(ax["xr"]))
+    assert page.evaluate("() => window.__reacts") == 0
+    # A colour-mode change (a Patch from the server) keeps the user's zoom.
+    before = page.evaluate(f"() => Array.from({GD}._fullData[0].marker.color.slice(0, 2000))")
+    page.locator("#color-mode label").filter(has=page.locator("input:not(:checked)")).first.click()
+    page.wait_for_function(
+        f"(b) => {{ const c = {GD}._fullData[0].marker.color; return b.some((v, i) => v !== c[i]); }}",
+        arg=before, timeout=60_000)
+    assert page.evaluate("() => window.__reacts") >= 1  # the recolour did go through Dash
+    np.testing.assert_allclose(axes(page)["xr"], zoomed["xr"])
+    # A double click autoscales back to the whole map.
+    page.mouse.dblclick((x0 + x1) / 2, (y0 + y1) / 2)
+    page.wait_for_function(
+        f"(w) => {{ const r = {GD}._fullLayout.xaxis.range; return r[1] - r[0] > 0.9 * w; }}",
+        arg=ax["xr"][1] - ax["xr"][0], timeout=60_000)
