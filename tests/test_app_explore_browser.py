@@ -99,6 +99,16 @@ def drag_path(page, poly: np.ndarray) -> None:
     page.mouse.up()
 
 
+def drag_box(page, x0: float, y0: float, x1: float, y1: float, steps: int) -> float:
+    """Press at (x0, y0), drag to (x1, y1), release; returns the time of the release."""
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move(x1, y1, steps=steps)
+    t0 = time.perf_counter()
+    page.mouse.up()
+    return t0
+
+
 def wait_tiles(page, selector: str, count: int, timeout: float = 30_000) -> list[int]:
     page.wait_for_function(
         "([s, n]) => document.querySelectorAll(s).length === n", arg=[selector, count],
@@ -417,13 +427,9 @@ def test_box_over_100k_points_is_fast_and_compact(page, big_server):
     # Points within half a pixel of the edge could go either way: count them as unknown.
     near = edge_distance(box, pts) < 0.5
     expected = inside(box, pts)
-    page.mouse.move(x0, y0)
-    page.mouse.down()
     # Few steps: plotly re-selects on every move while dragging (seconds each in software
     # WebGL at 100k points); the latency that counts is from mouse-up.
-    page.mouse.move(x1, y1, steps=2)
-    t0 = time.perf_counter()
-    page.mouse.up()
+    t0 = drag_box(page, x0, y0, x1, y1, steps=2)
     page.wait_for_function(
         "() => /of [0-9,]+ images/.test(document.querySelector('#gal-pager').innerText)",
         timeout=60_000,
@@ -507,11 +513,7 @@ def test_zoom_on_100k_points_is_left_to_plotly_and_survives_a_recolour(page, big
     ax = axes(page)
     x0, y0 = ax["left"] + 0.3 * ax["w"], ax["top"] + 0.3 * ax["h"]
     x1, y1 = ax["left"] + 0.6 * ax["w"], ax["top"] + 0.7 * ax["h"]
-    page.mouse.move(x0, y0)
-    page.mouse.down()
-    page.mouse.move(x1, y1, steps=4)
-    t0 = time.perf_counter()
-    page.mouse.up()
+    t0 = drag_box(page, x0, y0, x1, y1, steps=4)
     page.wait_for_function(
         f"(w) => {{ const r = {GD}._fullLayout.xaxis.range; return r[1] - r[0] < w / 2; }}",
         arg=ax["xr"][1] - ax["xr"][0], timeout=60_000)

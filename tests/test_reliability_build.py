@@ -139,8 +139,11 @@ def test_ctrl_c_stops_cleanly_and_keeps_what_was_extracted(tmp_path):
     out = tmp_path / "run"
     # A real SIGINT, sent by the build to itself after 8 images (a Ctrl-C at a known point:
     # watching the progress bar from here raced with the build on a busy machine).
+    # The child gets SIGINT's default action back: a shell running these tests in the
+    # background ignores SIGINT, and Python then installs no KeyboardInterrupt handler.
     res = cli_build(data, out, "--chunk-size", "1000", "--batch-size", "4",
-                    env={"FEATSCOPE_FAULT_AT": "extract:8", "FEATSCOPE_FAULT_SIGNAL": "INT"})
+                    env={"FEATSCOPE_FAULT_AT": "extract:8", "FEATSCOPE_FAULT_SIGNAL": "INT"},
+                    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert res.returncode == 130
     assert "interrupted" in res.stderr.strip().splitlines()[-1]
     assert "Traceback" not in res.stderr
