@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -238,43 +239,36 @@ def zoom_seconds(page: Any, repeats: int) -> list[float]:
 def run(quick: bool = False) -> list[Row]:
     from playwright.sync_api import sync_playwright
 
-    from app_helpers import make_app, make_big_run
-    from featscope.app.server import BackgroundServer
+    from app_helpers import make_big_run, serving
 
     big = 20_000 if quick else 100_000
     reps = 3 if quick else 7
     sizes = (SMALL, big)
-    servers: dict[int, BackgroundServer] = {}
-    with tempfile.TemporaryDirectory(prefix="featscope-p5-") as tmp:
-        try:
-            for n in sizes:
-                app, _ = make_app(make_big_run(Path(tmp) / f"run{n}", n=n))
-                servers[n] = BackgroundServer.start(app=app)
-            with sync_playwright() as p:
-                browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-                try:
-                    return _measure(browser, servers, sizes, reps)
-                finally:
-                    browser.close()
-        finally:
-            for srv in servers.values():
-                srv.stop()
+    with tempfile.TemporaryDirectory(prefix="featscope-p5-") as tmp, ExitStack() as stack:
+        urls = {n: stack.enter_context(serving(make_big_run(Path(tmp) / f"run{n}", n=n)))[0]
+                for n in sizes}
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            try:
+                return _measure(browser, urls, sizes, reps)
+            finally:
+                browser.close()
 
 
-def _measure(browser: Any, servers: dict[int, Any], sizes: tuple[int, int],
+def _measure(browser: Any, urls: dict[int, str], sizes: tuple[int, int],
              reps: int) -> list[Row]:
     small, big = sizes
     loads: dict[int, list[Load]] = {n: [] for n in sizes}
 
     def timed_load(n: int):
         def fn() -> float:
-            load, _, _ = open_map(browser, servers[n].url, n)
+            load, _, _ = open_map(browser, urls[n], n)
             loads[n].append(load)
             return load.painted_s
         return fn
 
     for n in sizes:  # warm-up: the server's first layout, Chromium's first WebGL context
-        open_map(browser, servers[n].url, n)
+        open_map(browser, urls[n], n)
     med = interleaved({str(n): timed_load(n) for n in sizes}, reps)
 
     # Interactions and a drawing check, on one more load of each size.
@@ -282,7 +276,7 @@ def _measure(browser: Any, servers: dict[int, Any], sizes: tuple[int, int],
     pixels: dict[int, int] = {}
     zooms: dict[int, list[float]] = {}
     for n in sizes:
-        _, page, traffic = open_map(browser, servers[n].url, n, keep=True)
+        _, page, traffic = open_map(browser, urls[n], n, keep=True)
         try:
             pixels[n] = drawn_pixels(page)
             inter[n] = interactions(page, traffic, n)

@@ -7,7 +7,10 @@ import json
 import threading
 import time
 import types
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -169,6 +172,28 @@ def make_app(run_path, engine=None, estimate=120.0):
     handle = ModelHandle.ready_with(engine, fake_cam_module(estimate))
     app = create_app(run_path, device="cpu", model=handle)
     return app, engine
+
+
+@contextmanager
+def serving(run_path) -> Iterator[tuple[str, Any]]:
+    """The app of ``run_path`` (stand-in engine) on a real waitress server on a free port:
+    yields its URL and the app's context; stops the server afterwards."""
+    from featscope.app.server import BackgroundServer
+
+    app, _ = make_app(run_path)
+    with BackgroundServer.start(app=app) as srv:
+        yield srv.url, app.featscope
+
+
+def json_dicts(node: Any) -> Iterator[dict]:
+    """Every dict in a JSON tree (a Dash layout, a figure), depth first."""
+    if isinstance(node, dict):
+        yield node
+        for v in node.values():
+            yield from json_dicts(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from json_dicts(v)
 
 
 def make_big_run(root: Path, n: int = 100_000, n_classes: int = 10, seed: int = 0) -> Path:

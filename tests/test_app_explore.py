@@ -12,7 +12,14 @@ import pandas as pd
 import pytest
 from dash.exceptions import PreventUpdate
 
-from app_helpers import EVIL, FakeEngine, add_neighbours_and_scores, make_app, make_run
+from app_helpers import (
+    EVIL,
+    FakeEngine,
+    add_neighbours_and_scores,
+    json_dicts,
+    make_app,
+    make_run,
+)
 from featscope.app import explore_callbacks as X
 from featscope.app import figures as F
 from featscope.app import selection as S
@@ -280,20 +287,8 @@ def test_every_id_a_callback_names_is_on_the_page(app_ctx):
     client = app.server.test_client()
     layout = client.get("/_dash-layout").get_json()
     deps = client.get("/_dash-dependencies").get_json()
-    ids: set[str] = set()
-
-    def walk(node):
-        if isinstance(node, dict):
-            props = node.get("props", {})
-            if isinstance(props.get("id"), str):
-                ids.add(props["id"])
-            for v in props.values():
-                walk(v)
-        elif isinstance(node, list):
-            for v in node:
-                walk(v)
-
-    walk(layout)
+    ids = {d["props"]["id"] for d in json_dicts(layout)  # components: type, namespace, props
+           if "namespace" in d and isinstance(d["props"].get("id"), str)}
     named = set()
     for dep in deps:
         # "..a.prop...b.prop.." for several outputs; "{...}" ids are pattern-matching ones.

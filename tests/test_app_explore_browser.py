@@ -387,13 +387,10 @@ def test_cam_gallery_shows_every_selected_images_cam(page, server, lite_run):
 @pytest.fixture(scope="module")
 def big_server(tmp_path_factory):
     """100,000 synthetic points (stand-in CAM engine: this is about selections)."""
-    from app_helpers import make_app, make_big_run
-    from featscope.app.server import BackgroundServer
+    from app_helpers import make_big_run, serving
 
-    app, _ = make_app(make_big_run(tmp_path_factory.mktemp("big-sel"), n=100_000))
-    srv = BackgroundServer.start(app=app)
-    yield srv.url, app.featscope
-    srv.stop()
+    with serving(make_big_run(tmp_path_factory.mktemp("big-sel"), n=100_000)) as served:
+        yield served
 
 
 def test_box_over_100k_points_is_fast_and_compact(page, big_server):
@@ -453,15 +450,12 @@ def test_box_over_100k_points_is_fast_and_compact(page, big_server):
 @pytest.fixture(scope="module")
 def evil_server(tmp_path_factory):
     """A hand-made run whose file and class names carry HTML, with a 3-D map."""
-    from app_helpers import add_neighbours_and_scores, make_app, make_run
-    from featscope.app.server import BackgroundServer
+    from app_helpers import add_neighbours_and_scores, make_run, serving
 
     run = add_neighbours_and_scores(make_run(tmp_path_factory.mktemp("evil-3d"), n=24),
                                     proj3d=True)
-    app, _ = make_app(run)
-    srv = BackgroundServer.start(app=app)
-    yield srv.url, app.featscope
-    srv.stop()
+    with serving(run) as served:
+        yield served
 
 
 def test_names_with_html_stay_text_and_the_3d_map(page, evil_server):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app_helpers import EVIL, FakeEngine, make_app, make_run
+from app_helpers import EVIL, FakeEngine, json_dicts, make_app, make_run
 
 N = 12
 
@@ -140,19 +140,7 @@ def test_page_shows_html_names_as_text(client):
     assert "dangerously_allow_html" not in deps
     # The class name with markup is in the layout as a JSON string (a text child).
     text = json.loads(layout)
-    children = []
-
-    def walk(node):
-        if isinstance(node, dict):
-            if isinstance(node.get("children"), str):
-                children.append(node["children"])
-            for v in node.values():
-                walk(v)
-        elif isinstance(node, list):
-            for v in node:
-                walk(v)
-
-    walk(text)
+    children = [d["children"] for d in json_dicts(text) if isinstance(d.get("children"), str)]
     assert EVIL in children  # as a legend entry's text
 
 

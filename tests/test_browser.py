@@ -304,13 +304,10 @@ def test_slow_method_warns_then_runs_in_the_background_and_cancels(page, server,
 @pytest.fixture(scope="module")
 def big_server(tmp_path_factory):
     """100,000 synthetic points (a stand-in CAM engine: this is about the map)."""
-    from app_helpers import make_app, make_big_run
-    from featscope.app.server import BackgroundServer
+    from app_helpers import make_big_run, serving
 
-    app, _ = make_app(make_big_run(tmp_path_factory.mktemp("big"), n=100_000))
-    srv = BackgroundServer.start(app=app)
-    yield srv.url
-    srv.stop()
+    with serving(make_big_run(tmp_path_factory.mktemp("big"), n=100_000)) as (url, _):
+        yield url
 
 
 def test_100k_points_arrive_once_compactly_and_recolour_quickly(page, big_server):
@@ -378,13 +375,10 @@ def test_100k_points_arrive_once_compactly_and_recolour_quickly(page, big_server
 @pytest.fixture(scope="module")
 def evil_server(tmp_path_factory):
     """A hand-made run whose file names and class names carry HTML."""
-    from app_helpers import make_app, make_run
-    from featscope.app.server import BackgroundServer
+    from app_helpers import make_run, serving
 
-    app, _ = make_app(make_run(tmp_path_factory.mktemp("evil"), n=12))
-    srv = BackgroundServer.start(app=app)
-    yield srv.url
-    srv.stop()
+    with serving(make_run(tmp_path_factory.mktemp("evil"), n=12)) as (url, _):
+        yield url
 
 
 def test_html_in_names_and_labels_is_shown_as_text(page, evil_server):
